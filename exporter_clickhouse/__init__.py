@@ -1,0 +1,1 @@
+"""Span exporter that writes into the OpenTelemetry Collector's ClickHouse tables (not built yet)."""
