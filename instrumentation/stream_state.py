@@ -1,0 +1,171 @@
+"""Pure accumulation of streamed responses: chunks in, the same attributes a whole response gives out.
+
+One state object per stream; ``on_chunk`` runs for every chunk, so it touches only the
+fields it needs and returns whether the chunk is ours to hide (the usage-only chunk that
+exists only because we asked for ``include_usage``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmtel.instrumentation import openai_attributes as oa
+from llmtel.instrumentation import semconv as sc
+
+
+class ChatStreamState:
+    """``chat.completion.chunk`` (and legacy ``text_completion``) streams."""
+
+    __slots__ = ("id", "model", "service_tier", "fingerprint", "usage", "finish", "hide_usage", "texts", "tools")
+
+    def __init__(self, hide_usage: bool, keep_text: bool) -> None:
+        self.id: str | None = None
+        self.model: str | None = None
+        self.service_tier: str | None = None
+        self.fingerprint: str | None = None
+        self.usage: Any = None
+        self.finish: dict[int, str] = {}
+        self.hide_usage = hide_usage
+        # Per choice: accumulated text, and tool calls by index -> [id, name, arguments].
+        self.texts: dict[int, list[str]] | None = {} if keep_text else None
+        self.tools: dict[int, dict[int, list[str]]] | None = {} if keep_text else None
+
+    def on_chunk(self, chunk: Any) -> bool:
+        if self.id is None:
+            self.id = chunk.id
+            self.model = chunk.model
+        usage = chunk.usage
+        choices = chunk.choices
+        if usage is not None:
+            self.usage = usage
+            if self.hide_usage and not choices:
+                return True
+        elif self.hide_usage:
+            # We asked for usage, so every chunk carries "usage": null; without our request it
+            # would not carry the field at all. Keep model_dump(exclude_unset=True) identical.
+            chunk.__pydantic_fields_set__.discard("usage")
+        if self.service_tier is None:
+            self.service_tier = getattr(chunk, "service_tier", None)
+        if self.fingerprint is None:
+            self.fingerprint = getattr(chunk, "system_fingerprint", None)
+        for choice in choices:
+            reason = choice.finish_reason
+            if reason is not None:
+                self.finish[choice.index] = reason
+            if self.texts is not None:
+                self._keep(choice)
+        return False
+
+    def _keep(self, choice: Any) -> None:
+        delta = getattr(choice, "delta", None)
+        text = getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)
+        if text:
+            self.texts.setdefault(choice.index, []).append(text)  # type: ignore[union-attr]
+        for call in getattr(delta, "tool_calls", None) or ():
+            calls = self.tools.setdefault(choice.index, {})  # type: ignore[union-attr]
+            entry = calls.setdefault(call.index, ["", "", ""])
+            if call.id:
+                entry[0] = call.id
+            function = call.function
+            if function is not None:
+                if function.name:
+                    entry[1] += function.name
+                if function.arguments:
+                    entry[2] += function.arguments
+
+    def attributes(self, attrs: dict[str, Any]) -> None:
+        if self.id:
+            attrs[sc.GEN_AI_RESPONSE_ID] = self.id
+        if self.model:
+            attrs[sc.GEN_AI_RESPONSE_MODEL] = self.model
+        if self.finish:
+            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [self.finish[i] for i in sorted(self.finish)]
+        if self.usage is not None:
+            oa._usage_chat(self.usage, attrs)
+        if self.service_tier:
+            attrs[sc.OPENAI_RESPONSE_SERVICE_TIER] = self.service_tier
+        if self.fingerprint:
+            attrs[sc.OPENAI_RESPONSE_SYSTEM_FINGERPRINT] = self.fingerprint
+
+    def first_text(self) -> str | None:
+        if not self.texts:
+            return None
+        first = min(self.texts)
+        return "".join(self.texts[first])
+
+    def choices(self) -> list[dict[str, Any]]:
+        """The accumulated choices in the plain-dict form the content module takes."""
+        indexes = sorted(set(self.texts or ()) | set(self.tools or ()) | set(self.finish))
+        out = []
+        for index in indexes:
+            calls = (self.tools or {}).get(index, {})
+            out.append(
+                {
+                    "index": index,
+                    "role": "assistant",
+                    "content": "".join((self.texts or {}).get(index, ())) or None,
+                    "tool_calls": [
+                        {"id": c[0], "name": c[1], "arguments": c[2]} for _, c in sorted(calls.items())
+                    ],
+                    "finish_reason": self.finish.get(index),
+                }
+            )
+        return out
+
+
+class ResponsesStreamState:
+    """Responses API event streams: the final ``response.*`` event carries the whole response."""
+
+    __slots__ = ("response", "partial")
+
+    def __init__(self) -> None:
+        self.response: Any = None
+        self.partial: Any = None
+
+    def on_chunk(self, event: Any) -> bool:
+        kind = getattr(event, "type", None)
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            self.response = event.response
+        elif kind in ("response.created", "response.in_progress"):
+            self.partial = event.response
+        return False
+
+    def attributes(self, attrs: dict[str, Any]) -> None:
+        if self.response is not None:
+            oa.responses_response(self.response, attrs)
+        elif self.partial is not None:
+            value = getattr(self.partial, "id", None)
+            if value:
+                attrs[sc.GEN_AI_RESPONSE_ID] = value
+            value = getattr(self.partial, "model", None)
+            if value:
+                attrs[sc.GEN_AI_RESPONSE_MODEL] = value
+
+    def first_text(self) -> str | None:
+        return getattr(self.response, "output_text", None) if self.response is not None else None
+
+
+class UsageEventStreamState:
+    """Other streams (transcriptions, image generation): usage rides on a final event."""
+
+    __slots__ = ("usage", "text")
+
+    def __init__(self) -> None:
+        self.usage: Any = None
+        self.text: str | None = None
+
+    def on_chunk(self, event: Any) -> bool:
+        usage = getattr(event, "usage", None)
+        if usage is not None:
+            self.usage = usage
+            text = getattr(event, "text", None)
+            if isinstance(text, str):
+                self.text = text
+        return False
+
+    def attributes(self, attrs: dict[str, Any]) -> None:
+        if self.usage is not None:
+            oa._usage_responses(self.usage, attrs)
+
+    def first_text(self) -> str | None:
+        return self.text

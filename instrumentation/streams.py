@@ -1,0 +1,160 @@
+"""Stream proxies: the caller iterates the openai stream as before; the span ends exactly once.
+
+A proxy forwards everything to the wrapped ``Stream``/``AsyncStream`` (``isinstance`` and
+attributes included) and drives one ``finalized`` flag from every exit path: exhaustion,
+an error mid-stream, ``close()``, ``with``/``async with`` exit, the SDK's stream helpers
+closing the HTTP response, and garbage collection of an abandoned stream. The span is never
+attached to the caller's context while the stream is open (peers leak it there).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from llmtel.instrumentation.invocation import Invocation
+from wrapt import ObjectProxy
+
+_logger = logging.getLogger("llmtel.instrumentation")
+
+
+def _safe_complete(invocation: Invocation) -> None:
+    try:
+        if not invocation.finished:
+            invocation.complete_stream()
+    except Exception:  # noqa: BLE001 - instrumentation must never break the app
+        _logger.debug("llmtel: openai stream finalization failed", exc_info=True)
+
+
+def _safe_fail(invocation: Invocation, error: BaseException) -> None:
+    try:
+        invocation.fail(error)
+    except Exception:  # noqa: BLE001
+        _logger.debug("llmtel: openai stream failure handling failed", exc_info=True)
+
+
+def _safe_chunk(invocation: Invocation, chunk: Any) -> bool:
+    """Process one chunk; True when the chunk must be hidden from the caller."""
+    try:
+        if invocation.first_chunk_at is None:
+            invocation.on_first_chunk()
+        return invocation.stream_state.on_chunk(chunk)
+    except Exception:  # noqa: BLE001
+        _logger.debug("llmtel: openai stream chunk handling failed", exc_info=True)
+        return False
+
+
+class _ResponseCloseHook(ObjectProxy):  # type: ignore[misc]
+    """The stream's HTTP response; closing it (as the SDK's ``.stream()`` helpers do) ends the span."""
+
+    def __init__(self, response: Any, invocation: Invocation) -> None:
+        super().__init__(response)
+        self._self_invocation = invocation
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            _safe_complete(self._self_invocation)
+
+    async def aclose(self) -> None:
+        try:
+            await self.__wrapped__.aclose()
+        finally:
+            _safe_complete(self._self_invocation)
+
+
+class SyncStreamProxy(ObjectProxy):  # type: ignore[misc]
+    def __init__(self, stream: Any, invocation: Invocation) -> None:
+        super().__init__(stream)
+        self._self_invocation = invocation
+
+    def __iter__(self) -> SyncStreamProxy:
+        return self
+
+    def __next__(self) -> Any:
+        invocation = self._self_invocation
+        while True:
+            try:
+                chunk = self.__wrapped__.__next__()
+            except StopIteration:
+                _safe_complete(invocation)
+                raise
+            except BaseException as error:
+                _safe_fail(invocation, error)
+                raise
+            if not _safe_chunk(invocation, chunk):
+                return chunk
+
+    def __enter__(self) -> SyncStreamProxy:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc_info)
+        finally:
+            _safe_complete(self._self_invocation)
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            _safe_complete(self._self_invocation)
+
+    @property
+    def response(self) -> Any:
+        return _ResponseCloseHook(self.__wrapped__.response, self._self_invocation)
+
+    def __del__(self) -> None:
+        invocation = getattr(self, "_self_invocation", None)
+        if invocation is not None and not invocation.finished:
+            _safe_complete(invocation)
+
+
+class AsyncStreamProxy(ObjectProxy):  # type: ignore[misc]
+    def __init__(self, stream: Any, invocation: Invocation) -> None:
+        super().__init__(stream)
+        self._self_invocation = invocation
+
+    def __aiter__(self) -> AsyncStreamProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        invocation = self._self_invocation
+        while True:
+            try:
+                chunk = await self.__wrapped__.__anext__()
+            except StopAsyncIteration:
+                _safe_complete(invocation)
+                raise
+            except BaseException as error:
+                _safe_fail(invocation, error)
+                raise
+            if not _safe_chunk(invocation, chunk):
+                return chunk
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc_info)
+        finally:
+            _safe_complete(self._self_invocation)
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            _safe_complete(self._self_invocation)
+
+    @property
+    def response(self) -> Any:
+        return _ResponseCloseHook(self.__wrapped__.response, self._self_invocation)
+
+    def __del__(self) -> None:
+        invocation = getattr(self, "_self_invocation", None)
+        if invocation is not None and not invocation.finished:
+            _safe_complete(invocation)
