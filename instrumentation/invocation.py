@@ -73,8 +73,8 @@ class Telemetry:
         )
 
 
-_INPUT = {"type": "input"}
-_OUTPUT = {"type": "output"}
+_INPUT = {sc.GEN_AI_TOKEN_TYPE: "input"}
+_OUTPUT = {sc.GEN_AI_TOKEN_TYPE: "output"}
 
 
 class Invocation:

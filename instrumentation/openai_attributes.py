@@ -329,8 +329,8 @@ def audio_response(result: Any, attrs: dict[str, Any]) -> None:
     usage = getattr(result, "usage", None)
     if usage is not None:
         kind = getattr(usage, "type", None)
-        if kind == "duration":
-            duration = getattr(usage, "seconds", duration)
+        if kind == "duration" and duration is None:  # billed seconds; `duration` is exact
+            duration = getattr(usage, "seconds", None)
         elif kind == "tokens":
             _usage_responses(usage, attrs)
     if duration is not None:
