@@ -720,3 +720,40 @@ def test_parse_with_pydantic_model(client, telemetry, fake_openai):
     span = telemetry.llm_spans()[-1]
     assert span.attributes["llmtel.output.valid"] is False
     assert span.attributes["error.type"] == type(caught.value).__qualname__
+
+
+def test_transcription_stream_usage(client, telemetry):
+    events = list(client.audio.transcriptions.create(model="gpt-4o-transcribe", file=_audio(), stream=True))
+    done = events[-1]
+    assert done.type == "transcript.text.done"
+    span = _assert_ended_once_and_detached(telemetry)
+    assert span.attributes["gen_ai.request.stream"] is True
+    assert span.attributes["gen_ai.usage.input_tokens"] == done.usage.input_tokens
+    assert span.attributes["gen_ai.usage.output_tokens"] == done.usage.output_tokens
+
+
+def test_responses_parse_with_pydantic_model(client, telemetry, fake_openai):
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+        population: int
+
+    fake_openai.json_reply = '{"city": "Paris", "population": 2100000}'
+    parsed = client.responses.parse(model="gpt-4o-mini", input="Largest city of France?", text_format=City)
+    assert parsed.output_parsed == City(city="Paris", population=2100000)
+    attrs = dict(telemetry.only_span().attributes)
+    assert attrs["gen_ai.output.type"] == "json"
+    assert attrs["llmtel.output.valid"] is True
+    assert attrs["gen_ai.usage.input_tokens"] == parsed.usage.input_tokens
+
+
+def test_tool_definitions_names_only_without_content(client, telemetry, fake_openai):
+    fake_openai.tool_calls = [("get_weather", '{"city": "Paris"}')]
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "secret prompt text",
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    result = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=tools)
+    assert result.choices[0].finish_reason == "tool_calls"
+    attrs = dict(telemetry.only_span().attributes)
+    assert json.loads(attrs["gen_ai.tool.definitions"]) == [{"type": "function", "name": "get_weather"}]
+    assert attrs["gen_ai.response.finish_reasons"] == ("tool_calls",)
