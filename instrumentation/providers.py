@@ -65,6 +65,20 @@ def endpoint_for_url(url: object, is_azure_client: bool = False) -> Endpoint:
     return Endpoint(provider, host, port, provider in _STREAM_USAGE_PROVIDERS)
 
 
+# Azure OpenAI rejects `stream_options` with a 400 before these API versions.
+_AZURE_STREAM_OPTIONS_SINCE = "2024-09-01-preview"
+_AZURE_STREAM_OPTIONS_GA = "2024-10-21"
+
+
+def azure_accepts_stream_options(api_version: str | None) -> bool:
+    """Whether an Azure OpenAI ``api-version`` accepts ``stream_options`` (``None``: the v1 API, yes)."""
+    if not api_version:
+        return True
+    if api_version.endswith("-preview"):
+        return api_version >= _AZURE_STREAM_OPTIONS_SINCE
+    return api_version >= _AZURE_STREAM_OPTIONS_GA
+
+
 _cache: dict[int, tuple[object, Endpoint]] = {}
 
 
@@ -76,7 +90,10 @@ def endpoint_of_client(client: object) -> Endpoint:
         return entry[1]
     from openai import AsyncAzureOpenAI, AzureOpenAI
 
-    endpoint = endpoint_for_url(url, isinstance(client, (AzureOpenAI, AsyncAzureOpenAI)))
+    is_azure = isinstance(client, (AzureOpenAI, AsyncAzureOpenAI))
+    endpoint = endpoint_for_url(url, is_azure)
+    if is_azure and endpoint.stream_usage and not azure_accepts_stream_options(getattr(client, "_api_version", None)):
+        endpoint = Endpoint(endpoint.provider, endpoint.address, endpoint.port, False)
     if len(_cache) > 256:
         _cache.clear()
     _cache[id(url)] = (url, endpoint)

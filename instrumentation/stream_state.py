@@ -31,7 +31,8 @@ class ChatStreamState:
         self.tools: dict[int, dict[int, list[str]]] | None = {} if keep_text else None
 
     def on_chunk(self, chunk: Any) -> bool:
-        if self.id is None:
+        if not self.model:
+            # Azure's first chunk (prompt_filter_results) has an empty id and model.
             self.id = chunk.id
             self.model = chunk.model
         usage = chunk.usage

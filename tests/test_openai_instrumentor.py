@@ -757,3 +757,15 @@ def test_tool_definitions_names_only_without_content(client, telemetry, fake_ope
     attrs = dict(telemetry.only_span().attributes)
     assert json.loads(attrs["gen_ai.tool.definitions"]) == [{"type": "function", "name": "get_weather"}]
     assert attrs["gen_ai.response.finish_reasons"] == ("tool_calls",)
+
+
+@pytest.mark.parametrize(("api_version", "asked"), [("2024-02-01", False), ("2024-06-01", False),
+                                                    ("2024-10-21", True), ("2025-01-01-preview", True),
+                                                    ("2024-08-01-preview", False)])
+def test_azure_stream_usage_only_on_api_versions_that_accept_it(api_version, asked, fake_openai, telemetry):
+    azure = openai.AzureOpenAI(azure_endpoint=fake_openai.url, api_version=api_version, api_key=API_KEY)
+    chunks = list(azure.chat.completions.create(model="my-deployment", messages=MESSAGES, stream=True))
+    assert ("stream_options" in fake_openai.requests[-1].json) is asked
+    attrs = dict(telemetry.only_span().attributes)
+    assert ("gen_ai.usage.input_tokens" in attrs) is asked
+    assert attrs["gen_ai.response.model"] == next(c.model for c in chunks if c.model)
