@@ -40,3 +40,27 @@ OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE = "OTEL_INSTRUMENTATION_LLMTEL_STREAM_U
 chunk from the caller, so every stream gets exact token counts. ``false`` leaves requests
 untouched.
 """
+
+OTEL_INSTRUMENTATION_LLMTEL_HASH_USER_ID = "OTEL_INSTRUMENTATION_LLMTEL_HASH_USER_ID"
+"""
+.. envvar:: OTEL_INSTRUMENTATION_LLMTEL_HASH_USER_ID
+
+``true``: ``context(user_id=...)`` stores ``user.id`` as the salted SHA-256 of the id, for
+deployments that must not store raw user ids. Default ``false``.
+"""
+
+OTEL_INSTRUMENTATION_LLMTEL_USER_ID_SALT = "OTEL_INSTRUMENTATION_LLMTEL_USER_ID_SALT"
+"""
+.. envvar:: OTEL_INSTRUMENTATION_LLMTEL_USER_ID_SALT
+
+The salt for hashed user ids. Set it (and keep it secret): without a salt, short ids can be
+recovered by hashing guesses.
+"""
+
+OTEL_INSTRUMENTATION_LLMTEL_CONSOLE_SUMMARY = "OTEL_INSTRUMENTATION_LLMTEL_CONSOLE_SUMMARY"
+"""
+.. envvar:: OTEL_INSTRUMENTATION_LLMTEL_CONSOLE_SUMMARY
+
+``true``: when a root span ends, print one compact block to stderr with the request's tokens,
+cost, duration, agents and tools used, and errors. Default ``false``.
+"""

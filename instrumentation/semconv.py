@@ -60,6 +60,24 @@ SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
 HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 
+# Agents, tools, workflows
+GEN_AI_AGENT_NAME = "gen_ai.agent.name"
+GEN_AI_AGENT_ID = "gen_ai.agent.id"
+GEN_AI_AGENT_DESCRIPTION = "gen_ai.agent.description"
+GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
+GEN_AI_TOOL_DESCRIPTION = "gen_ai.tool.description"
+GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
+
+# Who and what a request is about (general conventions; tags and metadata are ours)
+USER_ID = "user.id"
+SESSION_ID = "session.id"
+LLMTEL_TAGS = "llmtel.tags"
+LLMTEL_METADATA_PREFIX = "llmtel.metadata."
+
 # Ours
 LLMTEL_IMAGES_COUNT = "llmtel.images.count"
 LLMTEL_AUDIO_DURATION = "llmtel.audio.duration"  # seconds
@@ -74,6 +92,9 @@ OP_CHAT = "chat"
 OP_TEXT_COMPLETION = "text_completion"
 OP_EMBEDDINGS = "embeddings"
 OP_GENERATE_CONTENT = "generate_content"
+OP_EXECUTE_TOOL = "execute_tool"
+OP_INVOKE_AGENT = "invoke_agent"
+OP_INVOKE_WORKFLOW = "invoke_workflow"
 # Not (yet) in the conventions' list; named like the OpenAI endpoints they trace.
 OP_TRANSCRIPTION = "transcription"
 OP_TRANSLATION = "translation"

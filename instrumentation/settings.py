@@ -41,6 +41,9 @@ class Settings:
     content_max_length: int = DEFAULT_CONTENT_MAX_LENGTH
     prices_file: str | None = None
     stream_usage: bool = True
+    hash_user_id: bool = False
+    user_id_salt: str = ""
+    console_summary: bool = False
 
     @property
     def capture_content(self) -> bool:
@@ -108,5 +111,16 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env.OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE,
             environ.get(env.OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE),
             True,
+        ),
+        hash_user_id=parse_bool(
+            env.OTEL_INSTRUMENTATION_LLMTEL_HASH_USER_ID,
+            environ.get(env.OTEL_INSTRUMENTATION_LLMTEL_HASH_USER_ID),
+            False,
+        ),
+        user_id_salt=environ.get(env.OTEL_INSTRUMENTATION_LLMTEL_USER_ID_SALT, ""),
+        console_summary=parse_bool(
+            env.OTEL_INSTRUMENTATION_LLMTEL_CONSOLE_SUMMARY,
+            environ.get(env.OTEL_INSTRUMENTATION_LLMTEL_CONSOLE_SUMMARY),
+            False,
         ),
     )

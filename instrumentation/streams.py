@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from llmtel.instrumentation.invocation import Invocation
 from wrapt import ObjectProxy
+
+from llmtel.instrumentation.invocation import Invocation
 
 _logger = logging.getLogger("llmtel.instrumentation")
 

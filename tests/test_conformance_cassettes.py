@@ -29,14 +29,15 @@ from typing import Any
 import openai
 import pytest
 from cassette_replay import CASSETTE_ROOT, CassetteReplay, ReplayedCall, ReplaySession, cassette_paths, sse_events
-from llmtel.instrumentation import OpenAIInstrumentor
-from llmtel.instrumentation.environment_variables import OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+
+from llmtel.instrumentation import OpenAIInstrumentor
+from llmtel.instrumentation.environment_variables import OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE
 
 pytestmark = pytest.mark.skipif(not CASSETTE_ROOT.is_dir(), reason=f"recorded cassettes not found at {CASSETTE_ROOT}")
 

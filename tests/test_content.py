@@ -10,6 +10,9 @@ import base64
 import json
 
 import pytest
+from openai.types.chat import ChatCompletion
+from openai.types.responses import Response
+
 from llmtel.instrumentation import content
 from llmtel.instrumentation.content import (
     BASE64_MARKER,
@@ -22,8 +25,6 @@ from llmtel.instrumentation.content import (
     tool_definitions,
     truncate,
 )
-from openai.types.chat import ChatCompletion
-from openai.types.responses import Response
 
 # The base64 body test_vision_base64 sends (a short text the image host answered with).
 VISION_BASE64 = (

@@ -8,13 +8,14 @@ import json
 
 import openai
 import pytest
-from llmtel.instrumentation import openai_attributes, stream_state
-from llmtel.instrumentation.cost import PriceTable
-from llmtel.instrumentation.openai_instrumentor import OpenAIInstrumentor
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind, StatusCode
+
+from llmtel.instrumentation import openai_attributes, stream_state
+from llmtel.instrumentation.cost import PriceTable
+from llmtel.instrumentation.openai_instrumentor import OpenAIInstrumentor
 
 API_KEY = "sk-test-secret-key-never-in-telemetry"
 
