@@ -13,15 +13,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llmtel.instrumentation import semconv as sc
-from llmtel.instrumentation.cost import PriceTable
-from llmtel.instrumentation.providers import Endpoint
-from llmtel.instrumentation.settings import Settings
-from llmtel.instrumentation.structured_output import check_output, request_schema
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from llmtel.instrumentation import semconv as sc
+from llmtel.instrumentation.api import SCOPE_KEY
+from llmtel.instrumentation.cost import PriceTable
+from llmtel.instrumentation.providers import Endpoint
+from llmtel.instrumentation.settings import Settings
+from llmtel.instrumentation.structured_output import check_output, request_schema
 
 _logger = logging.getLogger("llmtel.instrumentation")
 
@@ -48,8 +50,10 @@ class Operation:
 class Telemetry:
     """What every invocation needs: tracer, instruments, prices, settings, event logger."""
 
-    def __init__(self, tracer: Any, meter: Any, event_logger: Any, settings: Settings, prices: PriceTable):
+    def __init__(self, tracer: Any, meter: Any, event_logger: Any, settings: Settings, prices: PriceTable,
+                 api_tracer: Any = None):
         self.tracer = tracer
+        self.api_tracer = api_tracer if api_tracer is not None else tracer
         self.settings = settings
         self.prices = prices
         self.event_logger = event_logger
@@ -94,6 +98,7 @@ class Invocation:
         "stream_state",
         "hide_usage",
         "parse_model",
+        "scope",
     )
 
     def __init__(
@@ -141,6 +146,9 @@ class Invocation:
             self.schema = request_schema(response_format)
             if isinstance(response_format, type) or kwargs.get("text_format") is not None:
                 self.parse_model = True
+        # The agent or workflow this call runs under: it sums our tokens and cost, and learns
+        # which tool calls the model asked for.
+        self.scope = otel_context.get_value(SCOPE_KEY)
         ctx = trace.set_span_in_context(self.span)
         # Suppress the HTTP client span (httpx, requests, urllib3 instrumentations) below ours:
         # it would describe the same request twice.
@@ -240,6 +248,10 @@ class Invocation:
                 attrs[sc.GEN_AI_USAGE_COST] = cost
         if telemetry.settings.capture_content and error_type is None:
             self._capture_output(attrs, result)
+        scope = self.scope
+        if scope is not None:
+            scope.add_llm_call(input_tokens, output_tokens, attrs.get(sc.GEN_AI_USAGE_COST),
+                               self._requested_tools(result) if error_type is None else ())
         span = self.span
         span.set_attributes(attrs)
         span.end()
@@ -257,6 +269,12 @@ class Invocation:
             telemetry.tokens.record(input_tokens, {**metric_attrs, **_INPUT}, ctx)
         if output_tokens is not None:
             telemetry.tokens.record(output_tokens, {**metric_attrs, **_OUTPUT}, ctx)
+
+    def _requested_tools(self, result: Any) -> list[tuple[str, str]]:
+        state = self.stream_state
+        if state is not None:
+            return state.tool_calls()
+        return _tool_calls_of(result) if result is not None else []
 
     # -- opt-in content --------------------------------------------------------------
 
@@ -329,6 +347,20 @@ class Invocation:
                 **attrs,
             },
         )
+
+
+def _tool_calls_of(result: Any) -> list[tuple[str, str]]:
+    """(call id, tool name) of each tool call a chat completion or Responses response asks for."""
+    calls: list[tuple[str, str]] = []
+    for choice in getattr(result, "choices", None) or ():
+        for call in getattr(getattr(choice, "message", None), "tool_calls", None) or ():
+            function = getattr(call, "function", None)
+            if function is not None:
+                calls.append((call.id, function.name))
+    for item in getattr(result, "output", None) or ():
+        if getattr(item, "type", None) == "function_call":
+            calls.append((item.call_id, item.name))
+    return calls
 
 
 def _first_output_text(result: Any) -> str | None:

@@ -27,6 +27,14 @@ from collections.abc import Collection
 from importlib import import_module
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.metrics import get_meter
+from opentelemetry.trace import get_tracer, get_tracer_provider
+from wrapt import wrap_function_wrapper
+
+from llmtel import __version__
 from llmtel.instrumentation import openai_attributes as oa
 from llmtel.instrumentation import semconv as sc
 from llmtel.instrumentation.cost import PriceTable
@@ -35,14 +43,6 @@ from llmtel.instrumentation.providers import endpoint_of_client
 from llmtel.instrumentation.settings import read_settings
 from llmtel.instrumentation.stream_state import ChatStreamState, ResponsesStreamState, UsageEventStreamState
 from llmtel.instrumentation.streams import AsyncStreamProxy, SyncStreamProxy
-from opentelemetry import context as otel_context
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
-from opentelemetry.metrics import get_meter
-from opentelemetry.trace import get_tracer
-from wrapt import wrap_function_wrapper
-
-from llmtel import __version__
 
 _logger = logging.getLogger("llmtel.instrumentation")
 
@@ -123,7 +123,15 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             from opentelemetry._logs import get_logger
 
             event_logger = get_logger(__name__, __version__, kwargs.get("logger_provider"))
-        telemetry = Telemetry(tracer, meter, event_logger, settings, PriceTable(settings.prices_file))
+        tracer_provider = kwargs.get("tracer_provider") or get_tracer_provider()
+        try:
+            from llmtel.instrumentation.processors import add_llmtel_processors
+
+            add_llmtel_processors(tracer_provider)
+        except ImportError:  # the API without the SDK: no processors to add
+            pass
+        api_tracer = get_tracer("llmtel.instrumentation", __version__, kwargs.get("tracer_provider"))
+        telemetry = Telemetry(tracer, meter, event_logger, settings, PriceTable(settings.prices_file), api_tracer)
         type(self)._telemetry = telemetry
         self._patched = []
         for module_name, sync_class, async_class, method, operation in _TARGETS:

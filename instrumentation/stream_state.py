@@ -28,7 +28,7 @@ class ChatStreamState:
         self.hide_usage = hide_usage
         # Per choice: accumulated text, and tool calls by index -> [id, name, arguments].
         self.texts: dict[int, list[str]] | None = {} if keep_text else None
-        self.tools: dict[int, dict[int, list[str]]] | None = {} if keep_text else None
+        self.tools: dict[int, dict[int, list[str]]] = {}
 
     def on_chunk(self, chunk: Any) -> bool:
         if not self.model:
@@ -53,17 +53,20 @@ class ChatStreamState:
             reason = choice.finish_reason
             if reason is not None:
                 self.finish[choice.index] = reason
+            delta = getattr(choice, "delta", None)
             if self.texts is not None:
-                self._keep(choice)
+                text = getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)
+                if text:
+                    self.texts.setdefault(choice.index, []).append(text)
+            if delta is not None and delta.tool_calls:
+                self._tool_deltas(choice.index, delta.tool_calls)
         return False
 
-    def _keep(self, choice: Any) -> None:
-        delta = getattr(choice, "delta", None)
-        text = getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)
-        if text:
-            self.texts.setdefault(choice.index, []).append(text)  # type: ignore[union-attr]
-        for call in getattr(delta, "tool_calls", None) or ():
-            calls = self.tools.setdefault(choice.index, {})  # type: ignore[union-attr]
+    def _tool_deltas(self, index: int, deltas: Any) -> None:
+        # Tool calls are kept even without content capture: their ids and names link the
+        # model's request to the tool span that answers it.
+        for call in deltas:
+            calls = self.tools.setdefault(index, {})
             entry = calls.setdefault(call.index, ["", "", ""])
             if call.id:
                 entry[0] = call.id
@@ -96,10 +99,10 @@ class ChatStreamState:
 
     def choices(self) -> list[dict[str, Any]]:
         """The accumulated choices in the plain-dict form the content module takes."""
-        indexes = sorted(set(self.texts or ()) | set(self.tools or ()) | set(self.finish))
+        indexes = sorted(set(self.texts or ()) | set(self.tools) | set(self.finish))
         out = []
         for index in indexes:
-            calls = (self.tools or {}).get(index, {})
+            calls = self.tools.get(index, {})
             out.append(
                 {
                     "index": index,
@@ -112,6 +115,10 @@ class ChatStreamState:
                 }
             )
         return out
+
+
+    def tool_calls(self) -> list[tuple[str, str]]:
+        return [(c[0], c[1]) for _, calls in sorted(self.tools.items()) for _, c in sorted(calls.items())]
 
 
 class ResponsesStreamState:
@@ -145,6 +152,10 @@ class ResponsesStreamState:
     def first_text(self) -> str | None:
         return getattr(self.response, "output_text", None) if self.response is not None else None
 
+    def tool_calls(self) -> list[tuple[str, str]]:
+        return [(item.call_id, item.name) for item in getattr(self.response, "output", None) or ()
+                if getattr(item, "type", None) == "function_call"]
+
 
 class UsageEventStreamState:
     """Other streams (transcriptions, image generation): usage rides on a final event."""
@@ -170,3 +181,6 @@ class UsageEventStreamState:
 
     def first_text(self) -> str | None:
         return self.text
+
+    def tool_calls(self) -> list[tuple[str, str]]:
+        return []

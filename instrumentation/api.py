@@ -1,0 +1,598 @@
+"""``workflow``, ``agent``, ``tool`` and ``context``: one request reads as one span tree.
+
+Each is a decorator (sync and async functions, generators, async generators, methods) and a
+context manager (``with`` / ``async with``)::
+
+    from llmtel.instrumentation import agent, context, tool, workflow
+
+    @tool(description="Look up an order")
+    def lookup_order(order_id: str) -> dict: ...
+
+    @agent("triage")
+    def triage(question: str) -> str: ...          # LLM calls inside are children
+
+    with context(user_id="u-42", session_id="s-1", tags=["beta"]):
+        with workflow("support-request"):
+            triage("where is my order?")
+
+The tree is carried by the OpenTelemetry context, so it holds wherever the context goes:
+asyncio tasks copy it, and thread pools get it from ``opentelemetry-instrumentation-threading``
+(installed with the ``sdk`` extra; ``opentelemetry-instrument`` loads it, manual setups call
+``ThreadingInstrumentor().instrument()``). A decorated generator keeps the context it was
+created in, however and wherever it is consumed.
+
+``context(...)`` attributes reach every span started inside it, ours and other
+instrumentations' alike, through :class:`ContextSpanProcessor` (the openai instrumentor adds
+it to the SDK tracer provider; add it yourself when you build providers by hand).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from llmtel import __version__
+from llmtel.instrumentation import semconv as sc
+from llmtel.instrumentation.settings import Settings, read_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_global_tracer = trace.get_tracer("llmtel.instrumentation", __version__)
+
+
+def _tracer() -> trace.Tracer:
+    """The tracer of the provider the instrumentor was given, else the global one."""
+    from llmtel.instrumentation.openai_instrumentor import OpenAIInstrumentor
+
+    telemetry = OpenAIInstrumentor._telemetry
+    return telemetry.api_tracer if telemetry is not None else _global_tracer
+
+# The innermost agent or workflow scope, and the merged context() attributes.
+SCOPE_KEY = otel_context.create_key("llmtel-scope")
+CONTEXT_ATTRIBUTES_KEY = otel_context.create_key("llmtel-context-attributes")
+
+
+def _settings() -> Settings:
+    from llmtel.instrumentation.openai_instrumentor import OpenAIInstrumentor
+
+    telemetry = OpenAIInstrumentor._telemetry
+    if telemetry is not None:
+        return telemetry.settings
+    return _default_settings()
+
+
+@functools.lru_cache(maxsize=1)
+def _default_settings() -> Settings:
+    return read_settings()
+
+
+# ---------------------------------------------------------------------------------------
+# Scope state: what an agent or workflow accumulates from the calls below it.
+
+
+class ScopeState:
+    """Counts, tokens and cost of the LLM and tool calls under one agent or workflow span.
+
+    Also the tool calls the LLM asked for and no tool has answered yet, so a ``tool`` run
+    inside the same scope can carry the matching ``gen_ai.tool.call.id``.
+    """
+
+    __slots__ = ("llm_calls", "tool_calls", "input_tokens", "output_tokens", "cost", "pending", "lock")
+
+    def __init__(self) -> None:
+        self.llm_calls = 0
+        self.tool_calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost = 0.0
+        self.pending: dict[str, deque[str]] = {}
+        self.lock = threading.Lock()
+
+    def add_llm_call(self, input_tokens: int | None, output_tokens: int | None, cost: float | None,
+                     requested_tools: Iterable[tuple[str, str]] = ()) -> None:
+        with self.lock:
+            self.llm_calls += 1
+            if input_tokens:
+                self.input_tokens += input_tokens
+            if output_tokens:
+                self.output_tokens += output_tokens
+            if cost:
+                self.cost += cost
+            for call_id, name in requested_tools:
+                if call_id and name:
+                    self.pending.setdefault(name, deque()).append(call_id)
+
+    def take_call_id(self, name: str) -> str | None:
+        with self.lock:
+            self.tool_calls += 1
+            waiting = self.pending.get(name)
+            return waiting.popleft() if waiting else None
+
+    def add_child(self, child: ScopeState) -> None:
+        with self.lock:
+            self.llm_calls += child.llm_calls
+            self.tool_calls += child.tool_calls
+            self.input_tokens += child.input_tokens
+            self.output_tokens += child.output_tokens
+            self.cost += child.cost
+
+    def attributes(self, prefix: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            prefix + "llm_calls": self.llm_calls,
+            prefix + "tool_calls": self.tool_calls,
+            prefix + "input_tokens": self.input_tokens,
+            prefix + "output_tokens": self.output_tokens,
+        }
+        if self.cost:
+            attrs[prefix + "cost"] = round(self.cost, 10)
+        return attrs
+
+
+def current_scope() -> ScopeState | None:
+    return otel_context.get_value(SCOPE_KEY)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------
+# Scopes: what entering and leaving each kind does. One ``Scope`` object serves as decorator
+# and as context manager; entering returns a token that leaving takes back.
+
+
+class _Scope:
+    """Base: a decorator and context manager around ``_enter``/``_exit``."""
+
+    def _enter(self, parent: otel_context.Context | None, call: tuple[tuple, dict] | None) -> Any:
+        raise NotImplementedError
+
+    def _exit(self, entered: Any, error: BaseException | None, result: Any = None) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _context_of(entered: Any) -> otel_context.Context:
+        return entered[0]
+
+    # -- context manager --------------------------------------------------------------
+
+    def __enter__(self) -> Any:
+        entered = self._enter(None, None)
+        token = otel_context.attach(self._context_of(entered))
+        entries = self.__dict__.get("_entries")
+        if entries is None:
+            # One scope object may be entered again while entered (recursion, threads, asyncio
+            # tasks): each context keeps its own stack of entries.
+            entries = self.__dict__["_entries"] = ContextVar("llmtel-scope-entries", default=())
+        entries.set((*entries.get(), (entered, token)))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        entries = self.__dict__["_entries"]
+        stack = entries.get()
+        (entered, token), entries_left = stack[-1], stack[:-1]
+        entries.set(entries_left)
+        otel_context.detach(token)
+        self._exit(entered, exc)
+
+    async def __aenter__(self) -> Any:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- decorator --------------------------------------------------------------------
+
+    def _bind(self, function: Callable[..., Any]) -> None:
+        """Hook for scopes that take defaults from the decorated function."""
+
+    def __call__(self, function: F) -> F:
+        self._bind(function)
+        scope = self
+        if inspect.isasyncgenfunction(function):
+
+            @functools.wraps(function)
+            def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return _run_async_generator(scope, function, args, kwargs, otel_context.get_current())
+
+            return async_gen_wrapper  # type: ignore[return-value]
+        if inspect.isgeneratorfunction(function):
+
+            @functools.wraps(function)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return _run_generator(scope, function, args, kwargs, otel_context.get_current())
+
+            return gen_wrapper  # type: ignore[return-value]
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                entered = scope._enter(None, (args, kwargs))
+                token = otel_context.attach(scope._context_of(entered))
+                try:
+                    result = await function(*args, **kwargs)
+                except BaseException as error:
+                    otel_context.detach(token)
+                    scope._exit(entered, error)
+                    raise
+                otel_context.detach(token)
+                scope._exit(entered, None, result)
+                return result
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            entered = scope._enter(None, (args, kwargs))
+            token = otel_context.attach(scope._context_of(entered))
+            try:
+                result = function(*args, **kwargs)
+            except BaseException as error:
+                otel_context.detach(token)
+                scope._exit(entered, error)
+                raise
+            otel_context.detach(token)
+            scope._exit(entered, None, result)
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+
+def _run_generator(scope: _Scope, function: Callable[..., Any], args: tuple, kwargs: dict,
+                   parent: otel_context.Context) -> Any:
+    """Drive a generator with its scope's context attached for each step, wherever it is consumed."""
+    entered = scope._enter(parent, (args, kwargs))
+    ctx = scope._context_of(entered)
+    token = otel_context.attach(ctx)
+    try:
+        generator = function(*args, **kwargs)
+    except BaseException as error:
+        otel_context.detach(token)
+        scope._exit(entered, error)
+        raise
+    otel_context.detach(token)
+    return _ScopedGenerator(scope, entered, ctx, generator)
+
+
+class _ScopedGenerator:
+    """A generator proxy: each step runs in the scope's context; the scope ends with the generator."""
+
+    __slots__ = ("_scope", "_entered", "_ctx", "_generator", "_done")
+
+    def __init__(self, scope: _Scope, entered: Any, ctx: otel_context.Context, generator: Any) -> None:
+        self._scope, self._entered, self._ctx, self._generator = scope, entered, ctx, generator
+        self._done = False
+
+    def __iter__(self) -> _ScopedGenerator:
+        return self
+
+    def __next__(self) -> Any:
+        return self._step(self._generator.send, None)
+
+    def send(self, value: Any) -> Any:
+        return self._step(self._generator.send, value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._step(self._generator.throw, *args)
+
+    def close(self) -> None:
+        if self._done:
+            return
+        token = otel_context.attach(self._ctx)
+        try:
+            self._generator.close()
+        finally:
+            otel_context.detach(token)
+            self._finish(None)
+
+    def _step(self, method: Callable[..., Any], *args: Any) -> Any:
+        token = otel_context.attach(self._ctx)
+        try:
+            return method(*args)
+        except StopIteration as stop:
+            self._finish(None, stop.value)
+            raise
+        except BaseException as error:
+            self._finish(error)
+            raise
+        finally:
+            otel_context.detach(token)
+
+    def _finish(self, error: BaseException | None, result: Any = None) -> None:
+        if not self._done:
+            self._done = True
+            self._scope._exit(self._entered, error, result)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self._finish(None)
+
+
+def _run_async_generator(scope: _Scope, function: Callable[..., Any], args: tuple, kwargs: dict,
+                         parent: otel_context.Context) -> Any:
+    entered = scope._enter(parent, (args, kwargs))
+    ctx = scope._context_of(entered)
+    token = otel_context.attach(ctx)
+    try:
+        generator = function(*args, **kwargs)
+    except BaseException as error:
+        otel_context.detach(token)
+        scope._exit(entered, error)
+        raise
+    otel_context.detach(token)
+    return _ScopedAsyncGenerator(scope, entered, ctx, generator)
+
+
+class _ScopedAsyncGenerator:
+    __slots__ = ("_scope", "_entered", "_ctx", "_generator", "_done")
+
+    def __init__(self, scope: _Scope, entered: Any, ctx: otel_context.Context, generator: Any) -> None:
+        self._scope, self._entered, self._ctx, self._generator = scope, entered, ctx, generator
+        self._done = False
+
+    def __aiter__(self) -> _ScopedAsyncGenerator:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._step(self._generator.asend, None)
+
+    async def asend(self, value: Any) -> Any:
+        return await self._step(self._generator.asend, value)
+
+    async def athrow(self, *args: Any) -> Any:
+        return await self._step(self._generator.athrow, *args)
+
+    async def aclose(self) -> None:
+        if self._done:
+            return
+        token = otel_context.attach(self._ctx)
+        try:
+            await self._generator.aclose()
+        finally:
+            otel_context.detach(token)
+            self._finish(None)
+
+    async def _step(self, method: Callable[..., Any], *args: Any) -> Any:
+        # The awaitable runs inside this coroutine, so the attach/detach pair stays in one task.
+        token = otel_context.attach(self._ctx)
+        try:
+            return await method(*args)
+        except StopAsyncIteration:
+            self._finish(None)
+            raise
+        except BaseException as error:
+            self._finish(error)
+            raise
+        finally:
+            otel_context.detach(token)
+
+    def _finish(self, error: BaseException | None) -> None:
+        if not self._done:
+            self._done = True
+            self._scope._exit(self._entered, error)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self._finish(None)
+
+
+# ---------------------------------------------------------------------------------------
+# Span scopes: workflow, agent, tool
+
+
+def _end_span(span: Any, error: BaseException | None, attrs: dict[str, Any] | None = None) -> None:
+    if attrs:
+        span.set_attributes(attrs)
+    if error is not None and not isinstance(error, GeneratorExit):
+        span.set_attribute(sc.ERROR_TYPE, type(error).__qualname__)
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, str(error)[:1000] or type(error).__qualname__))
+    span.end()
+
+
+class _SummaryScope(_Scope):
+    """Workflow and agent: a span that sums the LLM and tool calls below it."""
+
+    _prefix = ""
+
+    def __init__(self, name: str, span_name: str, attributes: dict[str, Any]) -> None:
+        self.name = name
+        self._span_name = span_name
+        self._attributes = attributes
+
+    def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
+        span = _tracer().start_span(self._span_name, context=parent, kind=SpanKind.INTERNAL,
+                                  attributes=self._attributes)
+        state = ScopeState()
+        outer = otel_context.get_value(SCOPE_KEY, parent)
+        ctx = otel_context.set_value(SCOPE_KEY, state, trace.set_span_in_context(span, parent))
+        return ctx, span, state, outer
+
+    def _exit(self, entered: Any, error: BaseException | None, result: Any = None) -> None:
+        _, span, state, outer = entered
+        if outer is not None:
+            outer.add_child(state)
+        _end_span(span, error, state.attributes(self._prefix))
+
+
+class workflow(_SummaryScope):  # noqa: N801 - reads as a keyword: `with workflow("name"):`
+    """A request or job: ``invoke_workflow {name}``, the root of a tree when no span is active."""
+
+    _prefix = "llmtel.workflow."
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, f"invoke_workflow {name}", {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW,
+            sc.GEN_AI_WORKFLOW_NAME: name,
+        })
+
+
+class agent(_SummaryScope):  # noqa: N801
+    """An agent run: ``invoke_agent {name}`` with ``gen_ai.agent.*`` and ``llmtel.agent.*`` totals."""
+
+    _prefix = "llmtel.agent."
+
+    def __init__(self, name: str, *, id: str | None = None, description: str | None = None) -> None:  # noqa: A002
+        attributes: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: name}
+        if id is not None:
+            attributes[sc.GEN_AI_AGENT_ID] = id
+        if description is not None:
+            attributes[sc.GEN_AI_AGENT_DESCRIPTION] = description
+        super().__init__(name, f"invoke_agent {name}", attributes)
+
+
+class tool(_Scope):  # noqa: N801
+    """A tool (function) execution: ``execute_tool {name}``.
+
+    ``name`` defaults to the decorated function's name, which is what the LLM asks for. The
+    arguments and the result are recorded only under content capture.
+    """
+
+    def __init__(self, name: str | Callable[..., Any] | None = None, *, description: str | None = None,
+                 type: str = "function") -> None:  # noqa: A002
+        self._function: Callable[..., Any] | None = None
+        self.name = name  # type: ignore[assignment]
+        self._description = description
+        self._type = type
+        self._attributes: dict[str, Any] = {}
+        self._signature: inspect.Signature | None = None
+        if name is not None:
+            self._set_name(name)
+
+    def _set_name(self, name: str) -> None:
+        self.name = name
+        self._attributes = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+            sc.GEN_AI_TOOL_NAME: name,
+            sc.GEN_AI_TOOL_TYPE: self._type,
+        }
+        if self._description is not None:
+            self._attributes[sc.GEN_AI_TOOL_DESCRIPTION] = self._description
+
+    def _bind(self, function: Callable[..., Any]) -> None:
+        self._function = function
+        if self.name is None:
+            self._set_name(function.__name__)
+        if self._description is None and function.__doc__:
+            self._description = inspect.cleandoc(function.__doc__).split("\n\n")[0]
+            self._attributes[sc.GEN_AI_TOOL_DESCRIPTION] = self._description
+
+    def __new__(cls, name: Any = None, **kwargs: Any) -> Any:
+        if callable(name) and not isinstance(name, str):  # bare `@tool`: return the wrapped function
+            instance = super().__new__(cls)
+            instance.__init__(None, **kwargs)
+            return instance(name)
+        return super().__new__(cls)
+
+    def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
+        if self.name is None:
+            raise TypeError("tool() used as a context manager needs a name")
+        attributes = self._attributes
+        scope = otel_context.get_value(SCOPE_KEY, parent)
+        if scope is not None:
+            call_id = scope.take_call_id(self.name)
+            if call_id is not None:
+                attributes = {**attributes, sc.GEN_AI_TOOL_CALL_ID: call_id}
+        settings = _settings()
+        if call is not None and settings.capture_content:
+            arguments = self._arguments_json(call, settings.content_max_length)
+            if arguments is not None:
+                attributes = {**attributes, sc.GEN_AI_TOOL_CALL_ARGUMENTS: arguments}
+        span = _tracer().start_span(f"execute_tool {self.name}", context=parent, kind=SpanKind.INTERNAL,
+                                  attributes=attributes)
+        return trace.set_span_in_context(span, parent), span, settings
+
+    def _arguments_json(self, call: tuple[tuple, dict], limit: int) -> str | None:
+        args, kwargs = call
+        if self._function is None:
+            return None
+        try:
+            if self._signature is None:
+                self._signature = inspect.signature(self._function)
+            bound = self._signature.bind_partial(*args, **kwargs).arguments
+            bound.pop("self", None)
+            bound.pop("cls", None)
+            return _truncate(json.dumps(bound, ensure_ascii=False, default=str), limit)
+        except (TypeError, ValueError):
+            return None
+
+    def _exit(self, entered: Any, error: BaseException | None, result: Any = None) -> None:
+        _, span, settings = entered
+        attrs = None
+        if error is None and settings.capture_content and result is not None:
+            try:
+                text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
+                attrs = {sc.GEN_AI_TOOL_CALL_RESULT: _truncate(text, settings.content_max_length)}
+            except (TypeError, ValueError):
+                attrs = None
+        _end_span(span, error, attrs)
+
+
+def _truncate(text: str, limit: int) -> str:
+    from llmtel.instrumentation.content import truncate
+
+    return truncate(text, limit)
+
+
+# ---------------------------------------------------------------------------------------
+# context(): attributes for every span started inside
+
+
+def _hash_user_id(user_id: str, salt: str) -> str:
+    return hashlib.sha256((salt + user_id).encode()).hexdigest()
+
+
+class context(_Scope):  # noqa: N801
+    """Attributes for every span started inside: ``user.id``, ``session.id``, ``gen_ai.conversation.id``,
+    ``llmtel.tags`` and ``llmtel.metadata.<key>``. Nested contexts merge; the inner value wins.
+
+    With ``OTEL_INSTRUMENTATION_LLMTEL_HASH_USER_ID=true`` the user id is stored as the salted
+    SHA-256 of itself (salt from ``OTEL_INSTRUMENTATION_LLMTEL_USER_ID_SALT``).
+    """
+
+    def __init__(self, user_id: str | None = None, session_id: str | None = None,
+                 conversation_id: str | None = None, tags: Iterable[str] = (),
+                 metadata: Mapping[str, Any] | None = None) -> None:
+        attrs: dict[str, Any] = {}
+        if user_id is not None:
+            settings = _settings()
+            attrs[sc.USER_ID] = (_hash_user_id(str(user_id), settings.user_id_salt)
+                                 if settings.hash_user_id else str(user_id))
+        if session_id is not None:
+            attrs[sc.SESSION_ID] = str(session_id)
+        if conversation_id is not None:
+            attrs[sc.GEN_AI_CONVERSATION_ID] = str(conversation_id)
+        self._tags = tuple(str(tag) for tag in tags)
+        for key, value in (metadata or {}).items():
+            attrs[sc.LLMTEL_METADATA_PREFIX + str(key)] = (
+                value if isinstance(value, (str, bool, int, float)) else json.dumps(value, default=str)
+            )
+        self._attributes = attrs
+
+    def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
+        outer = otel_context.get_value(CONTEXT_ATTRIBUTES_KEY, parent)
+        if outer:
+            merged = {**outer, **self._attributes}
+            if self._tags:
+                known = outer.get(sc.LLMTEL_TAGS, ())
+                merged[sc.LLMTEL_TAGS] = known + tuple(t for t in self._tags if t not in known)
+        else:
+            merged = self._attributes
+            if self._tags:
+                merged = {**merged, sc.LLMTEL_TAGS: self._tags}
+        return (otel_context.set_value(CONTEXT_ATTRIBUTES_KEY, merged, parent),)
+
+    def _exit(self, entered: Any, error: BaseException | None, result: Any = None) -> None:
+        return None
+
+
+def context_attributes(parent: otel_context.Context | None = None) -> Mapping[str, Any] | None:
+    """The merged ``context(...)`` attributes in force (None outside any context)."""
+    return otel_context.get_value(CONTEXT_ATTRIBUTES_KEY, parent)  # type: ignore[return-value]

@@ -1,0 +1,325 @@
+"""workflow / agent / tool / context: the span tree and its attributes, across concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from llmtel.instrumentation import agent, context, tool, workflow
+
+MESSAGES = [{"role": "user", "content": "Where is my order?"}]
+
+
+@pytest.fixture
+def telemetry(fake_openai):
+    from telemetry_capture import TelemetryCapture
+
+    capture = TelemetryCapture()
+    with capture.instrumented():
+        yield capture
+
+
+@pytest.fixture
+def client(fake_openai):
+    return openai.OpenAI(base_url=fake_openai.base_url, api_key="sk-test", max_retries=0)
+
+
+@pytest.fixture
+def aclient(fake_openai):
+    return openai.AsyncOpenAI(base_url=fake_openai.base_url, api_key="sk-test", max_retries=0)
+
+
+def by_name(capture) -> dict:
+    spans = {}
+    for span in capture.finished():
+        spans.setdefault(span.name, []).append(span)
+    return spans
+
+
+def parent_name(capture, span) -> str | None:
+    if span.parent is None:
+        return None
+    for other in capture.finished():
+        if other.context.span_id == span.parent.span_id:
+            return other.name
+    return "?"
+
+
+def test_request_agent_llm_tool_llm_tree(client, telemetry, fake_openai):
+    @tool(description="Look up an order by id")
+    def lookup_order(order_id: str) -> dict:
+        return {"order_id": order_id, "status": "shipped"}
+
+    first_call_id: list[str] = []
+
+    @agent("triage", id="agent-1", description="Routes support questions")
+    def triage() -> str:
+        fake_openai.tool_calls = [("lookup_order", '{"order_id": "A1"}')]
+        first = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=[{
+            "type": "function", "function": {"name": "lookup_order", "parameters": {"type": "object"}}}])
+        call = first.choices[0].message.tool_calls[0]
+        first_call_id.append(call.id)
+        lookup_order(**json.loads(call.function.arguments))
+        fake_openai.tool_calls = []
+        second = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        return second.choices[0].message.content
+
+    with workflow("support-request"):
+        triage()
+
+    spans = by_name(telemetry)
+    (root,) = spans["invoke_workflow support-request"]
+    (agent_span,) = spans["invoke_agent triage"]
+    (tool_span,) = spans["execute_tool lookup_order"]
+    llm_spans = spans["chat gpt-4o-mini"]
+    assert root.parent is None and root.kind is SpanKind.INTERNAL
+    assert parent_name(telemetry, agent_span) == "invoke_workflow support-request"
+    assert [parent_name(telemetry, s) for s in llm_spans] == ["invoke_agent triage"] * 2
+    assert parent_name(telemetry, tool_span) == "invoke_agent triage"
+    # The order reads request -> agent -> LLM -> tool -> LLM.
+    assert llm_spans[0].end_time <= tool_span.start_time and tool_span.end_time <= llm_spans[1].start_time
+
+    assert agent_span.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert agent_span.attributes["gen_ai.agent.name"] == "triage"
+    assert agent_span.attributes["gen_ai.agent.id"] == "agent-1"
+    assert agent_span.attributes["gen_ai.agent.description"] == "Routes support questions"
+    assert tool_span.kind is SpanKind.INTERNAL
+    requested_id = first_call_id[0]
+    assert dict(tool_span.attributes) == {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": "lookup_order",
+        "gen_ai.tool.type": "function",
+        "gen_ai.tool.description": "Look up an order by id",
+        "gen_ai.tool.call.id": requested_id,  # the id of the call the model asked for
+    }
+
+    # Sums: the agent's LLM calls, tool calls, tokens and cost; the workflow rolls them up.
+    input_tokens = sum(s.attributes["gen_ai.usage.input_tokens"] for s in llm_spans)
+    output_tokens = sum(s.attributes["gen_ai.usage.output_tokens"] for s in llm_spans)
+    cost = sum(s.attributes["gen_ai.usage.cost"] for s in llm_spans)
+    for span, prefix in ((agent_span, "llmtel.agent."), (root, "llmtel.workflow.")):
+        assert span.attributes[prefix + "llm_calls"] == 2
+        assert span.attributes[prefix + "tool_calls"] == 1
+        assert span.attributes[prefix + "input_tokens"] == input_tokens
+        assert span.attributes[prefix + "output_tokens"] == output_tokens
+        assert span.attributes[prefix + "cost"] == pytest.approx(cost)
+
+
+def test_tool_call_id_from_a_streamed_response(client, telemetry, fake_openai):
+    @tool
+    def get_weather(city: str) -> str:
+        return "sunny"
+
+    with agent("weather"):
+        fake_openai.tool_calls = [("get_weather", '{"city": "Paris"}'), ("get_weather", '{"city": "Rome"}')]
+        chunks = list(client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True,
+            tools=[{"type": "function", "function": {"name": "get_weather"}}]))
+        ids = [c.id for chunk in chunks for choice in chunk.choices for c in choice.delta.tool_calls or () if c.id]
+        get_weather("Paris")
+        get_weather("Rome")
+        get_weather("Oslo")  # the model asked for two calls only
+    tool_spans = by_name(telemetry)["execute_tool get_weather"]
+    assert [s.attributes.get("gen_ai.tool.call.id") for s in tool_spans] == [*ids, None]
+    assert len(ids) == 2
+
+
+def test_tool_exception_marks_span_and_propagates_unchanged(telemetry):
+    error = ValueError("order not found")
+
+    @tool()
+    def lookup(order_id: str) -> None:
+        raise error
+
+    with pytest.raises(ValueError) as caught:
+        lookup("X")
+    assert caught.value is error
+    (span,) = telemetry.finished()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "ValueError"
+    assert [e.name for e in span.events] == ["exception"]
+
+
+def test_tool_arguments_and_result_only_under_content_capture(fake_openai):
+    from telemetry_capture import TelemetryCapture
+
+    @tool("lookup")
+    def lookup(order_id: str, verbose: bool = False) -> dict:
+        return {"status": "shipped"}
+
+    capture = TelemetryCapture()
+    with capture.instrumented():
+        lookup("A1")
+    assert "gen_ai.tool.call.arguments" not in capture.finished()[0].attributes
+    capture = TelemetryCapture()
+    with capture.instrumented(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true"):
+        lookup("A1", verbose=True)
+    attrs = capture.finished()[0].attributes
+    assert json.loads(attrs["gen_ai.tool.call.arguments"]) == {"order_id": "A1", "verbose": True}
+    assert json.loads(attrs["gen_ai.tool.call.result"]) == {"status": "shipped"}
+
+
+class Shop:
+    def __init__(self) -> None:
+        self.prefix = "order"
+
+    @tool()
+    def status(self, order_id: str) -> str:
+        return f"{self.prefix} {order_id} shipped"
+
+    @agent("shop-agent")
+    async def run(self, order_id: str) -> str:
+        return self.status(order_id)
+
+    @tool()
+    async def stream_lines(self, count: int):
+        for index in range(count):
+            yield index
+            await asyncio.sleep(0)
+
+
+async def test_decorators_on_methods_and_async_generators(telemetry):
+    shop = Shop()
+    assert await shop.run("A1") == "order A1 shipped"
+    assert [i async for i in shop.stream_lines(3)] == [0, 1, 2]
+    spans = by_name(telemetry)
+    assert parent_name(telemetry, spans["execute_tool status"][0]) == "invoke_agent shop-agent"
+    (generator_span,) = spans["execute_tool stream_lines"]
+    assert generator_span.parent is None
+
+
+def test_sync_generator_consumed_elsewhere_keeps_its_parent_and_context(client, telemetry):
+    @agent("writer")
+    def write(n: int):
+        for _ in range(n):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            yield trace.get_current_span().get_span_context().span_id
+
+    with context(user_id="u-1"), workflow("job"):
+        generator = write(2)
+    # Consumed outside the workflow and the context, in another thread with no propagation.
+    results: list = []
+    thread = threading.Thread(target=lambda: results.extend(generator))
+    thread.start()
+    thread.join()
+    spans = by_name(telemetry)
+    (writer,) = spans["invoke_agent writer"]
+    assert results == [writer.context.span_id] * 2
+    assert parent_name(telemetry, writer) == "invoke_workflow job"
+    for span in spans["chat gpt-4o-mini"]:
+        assert parent_name(telemetry, span) == "invoke_agent writer"
+        assert span.attributes["user.id"] == "u-1"
+    assert writer.attributes["llmtel.agent.llm_calls"] == 2
+
+
+def test_threads_keep_the_tree_with_threading_instrumentation(client, telemetry):
+    from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+
+    ThreadingInstrumentor().instrument()
+    try:
+        @tool()
+        def embed(text: str) -> int:
+            return len(client.embeddings.create(model="text-embedding-3-small", input=text).data)
+
+        with context(session_id="s-9"), agent("retriever"), ThreadPoolExecutor(max_workers=3) as pool:
+            assert list(pool.map(embed, ["a", "b", "c"])) == [1, 1, 1]
+    finally:
+        ThreadingInstrumentor().uninstrument()
+    spans = by_name(telemetry)
+    assert [parent_name(telemetry, s) for s in spans["execute_tool embed"]] == ["invoke_agent retriever"] * 3
+    for span in spans["embeddings text-embedding-3-small"]:
+        assert parent_name(telemetry, span) == "execute_tool embed"
+        assert span.attributes["session.id"] == "s-9"
+    assert spans["invoke_agent retriever"][0].attributes["llmtel.agent.llm_calls"] == 3
+    assert spans["invoke_agent retriever"][0].attributes["llmtel.agent.tool_calls"] == 3
+
+
+async def test_asyncio_gather_and_task_group(aclient, telemetry):
+    @agent("researcher")
+    async def research(topic: str) -> str:
+        result = await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        return result.choices[0].message.content
+
+    async with context(user_id="u-2", tags=["async"]), workflow("fan-out"):
+        await asyncio.gather(research("a"), research("b"))
+        async with asyncio.TaskGroup() as group:
+            group.create_task(research("c"))
+            group.create_task(research("d"))
+    spans = by_name(telemetry)
+    agents = spans["invoke_agent researcher"]
+    assert len(agents) == 4
+    assert {parent_name(telemetry, s) for s in agents} == {"invoke_workflow fan-out"}
+    agent_ids = {s.context.span_id for s in agents}
+    llm = spans["chat gpt-4o-mini"]
+    assert {s.parent.span_id for s in llm} == agent_ids
+    assert all(s.attributes["user.id"] == "u-2" and s.attributes["llmtel.tags"] == ("async",) for s in llm)
+    assert spans["invoke_workflow fan-out"][0].attributes["llmtel.workflow.llm_calls"] == 4
+
+
+def test_nested_contexts_merge_inner_wins(client, telemetry):
+    with context(user_id="outer", session_id="s1", tags=["a"], metadata={"plan": "pro", "n": 1}):
+        with context(user_id="inner", conversation_id="c7", tags=["b", "a"], metadata={"n": 2}):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    inner, outer, outside = (dict(s.attributes) for s in telemetry.llm_spans())
+    assert inner["user.id"] == "inner" and inner["session.id"] == "s1"
+    assert inner["gen_ai.conversation.id"] == "c7"
+    assert inner["llmtel.tags"] == ("a", "b")
+    assert inner["llmtel.metadata.plan"] == "pro" and inner["llmtel.metadata.n"] == 2
+    assert outer["user.id"] == "outer" and outer["llmtel.metadata.n"] == 1 and "gen_ai.conversation.id" not in outer
+    assert not {k for k in outside if k.startswith(("user.", "session.", "llmtel."))}
+
+
+def test_context_reaches_spans_of_other_instrumentations(telemetry):
+    tracer = telemetry.tracer_provider.get_tracer("someone-else")
+    with context(user_id="u-5", tags=["x"]), tracer.start_as_current_span("db query"):
+        pass
+    (span,) = telemetry.finished()
+    assert span.attributes["user.id"] == "u-5" and span.attributes["llmtel.tags"] == ("x",)
+
+
+def test_hashed_user_id(fake_openai):
+    from telemetry_capture import TelemetryCapture
+
+    capture = TelemetryCapture()
+    with capture.instrumented(OTEL_INSTRUMENTATION_LLMTEL_HASH_USER_ID="true",
+                              OTEL_INSTRUMENTATION_LLMTEL_USER_ID_SALT="pepper"):
+        with context(user_id="alice@example.com"), workflow("w"):
+            pass
+    (span,) = capture.finished()
+    assert span.attributes["user.id"] == hashlib.sha256(b"pepperalice@example.com").hexdigest()
+    assert "alice" not in json.dumps(dict(span.attributes))
+
+
+def test_workflow_nests_under_an_active_server_span(telemetry):
+    tracer = telemetry.tracer_provider.get_tracer("web")
+    with tracer.start_as_current_span("GET /chat", kind=SpanKind.SERVER), workflow("chat-request"):
+        pass
+    assert parent_name(telemetry, by_name(telemetry)["invoke_workflow chat-request"][0]) == "GET /chat"
+
+
+def test_same_scope_object_reused_concurrently(telemetry):
+    shared = agent("shared")
+
+    async def run(depth: int) -> None:
+        async with shared:
+            await asyncio.sleep(0)
+            if depth:
+                await run(depth - 1)
+
+    async def main() -> None:
+        await asyncio.gather(run(1), run(2))
+
+    asyncio.run(main())
+    spans = telemetry.finished()
+    assert len(spans) == 5
+    assert trace.get_current_span() is trace.INVALID_SPAN
