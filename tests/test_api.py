@@ -291,10 +291,9 @@ def test_hashed_user_id(fake_openai):
     from telemetry_capture import TelemetryCapture
 
     capture = TelemetryCapture()
-    with capture.instrumented(OTEL_INSTRUMENTATION_LLMTEL_HASH_USER_ID="true",
-                              OTEL_INSTRUMENTATION_LLMTEL_USER_ID_SALT="pepper"):
-        with context(user_id="alice@example.com"), workflow("w"):
-            pass
+    env = {"OTEL_INSTRUMENTATION_LLMTEL_HASH_USER_ID": "true", "OTEL_INSTRUMENTATION_LLMTEL_USER_ID_SALT": "pepper"}
+    with capture.instrumented(**env), context(user_id="alice@example.com"), workflow("w"):
+        pass
     (span,) = capture.finished()
     assert span.attributes["user.id"] == hashlib.sha256(b"pepperalice@example.com").hexdigest()
     assert "alice" not in json.dumps(dict(span.attributes))
