@@ -60,12 +60,16 @@ from urllib.parse import parse_qsl, urlsplit
 __all__ = [
     "DEFAULT_MODEL_SNAPSHOTS",
     "DEFAULT_REPLY_TEXT",
+    "MISSING_MODELS",
     "PROMPT_OVERHEAD_TOKENS",
     "FakeOpenAI",
     "RecordedRequest",
 ]
 
 DEFAULT_REPLY_TEXT = "Hello! How can I help you today?"
+
+# Models the fake answers with 404 model_not_found, as the API does for a model that does not exist.
+MISSING_MODELS = frozenset({"no-such-model"})
 
 # What the real API reports as `model` when asked for an alias. Models not listed come back unchanged.
 DEFAULT_MODEL_SNAPSHOTS: dict[str, str] = {
@@ -1656,6 +1660,13 @@ class FakeOpenAI:
             )
         if record.deployment is not None and "api-version" not in record.query:
             raise _ApiError(404, "Resource not found", code="404", type_="not_found")  # Azure's answer
+        requested = record.json.get("model") if isinstance(record.json, dict) else record.form.get("model")
+        if isinstance(requested, str) and requested in MISSING_MODELS:
+            raise _ApiError(
+                404,
+                f"The model `{requested}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
         call = _Call(
             endpoint=record.endpoint,
             body=record.json if isinstance(record.json, dict) else {},
