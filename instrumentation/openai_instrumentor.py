@@ -127,7 +127,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         try:
             from llmtel.instrumentation.processors import add_llmtel_processors
 
-            add_llmtel_processors(tracer_provider)
+            add_llmtel_processors(tracer_provider, settings)
         except ImportError:  # the API without the SDK: no processors to add
             pass
         api_tracer = get_tracer("llmtel.instrumentation", __version__, kwargs.get("tracer_provider"))

@@ -8,6 +8,8 @@ from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import SpanProcessor
 
 from llmtel.instrumentation.api import CONTEXT_ATTRIBUTES_KEY
+from llmtel.instrumentation.settings import Settings
+from llmtel.instrumentation.summary import summary_processor_if_enabled
 
 
 class ContextSpanProcessor(SpanProcessor):
@@ -22,9 +24,12 @@ class ContextSpanProcessor(SpanProcessor):
             span.set_attributes(attrs)
 
 
-def add_llmtel_processors(tracer_provider: Any) -> None:
+def add_llmtel_processors(tracer_provider: Any, settings: Settings | None = None) -> None:
     """Add llmtel's processors to an SDK tracer provider once; anything else is left alone."""
     if not hasattr(tracer_provider, "add_span_processor") or getattr(tracer_provider, "_llmtel_processors", False):
         return
     tracer_provider.add_span_processor(ContextSpanProcessor())
+    summary = summary_processor_if_enabled(settings) if settings is not None else None
+    if summary is not None:
+        tracer_provider.add_span_processor(summary)
     tracer_provider._llmtel_processors = True
