@@ -72,6 +72,14 @@ GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
 GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
 GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
 
+# The OpenAI Agents SDK's own notions (ours; no convention yet)
+LLMTEL_AGENT_TOOLS = "llmtel.agent.tools"
+LLMTEL_AGENT_HANDOFFS = "llmtel.agent.handoffs"
+LLMTEL_HANDOFF_FROM_AGENT = "llmtel.handoff.from_agent"
+LLMTEL_HANDOFF_TO_AGENT = "llmtel.handoff.to_agent"
+LLMTEL_GUARDRAIL_NAME = "llmtel.guardrail.name"
+LLMTEL_GUARDRAIL_TRIGGERED = "llmtel.guardrail.triggered"
+
 # Who and what a request is about (general conventions; tags and metadata are ours)
 USER_ID = "user.id"
 SESSION_ID = "session.id"
