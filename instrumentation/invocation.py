@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY  # type: ignore[attr-defined]
+from opentelemetry.context import (
+    _SUPPRESS_HTTP_INSTRUMENTATION_KEY,  # type: ignore[attr-defined]
+    Context,
+)
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from llmtel.instrumentation import semconv as sc
 from llmtel.instrumentation.api import SCOPE_KEY
@@ -109,6 +112,7 @@ class Invocation:
         kwargs: Mapping[str, Any],
     ) -> None:
         settings = telemetry.settings
+        parent = otel_context.get_current()
         model = kwargs.get("model")
         if not isinstance(model, str):
             model = None
@@ -124,8 +128,8 @@ class Invocation:
             attrs[sc.SERVER_PORT] = endpoint.port
         self.metric_attrs = attrs.copy()
         operation.request(kwargs, attrs, settings.capture_content)
-        self.span = telemetry.tracer.start_span(f"{name} {model}" if model else name, kind=SpanKind.CLIENT,
-                                                attributes=attrs)
+        self.span = telemetry.tracer.start_span(f"{name} {model}" if model else name, context=parent,
+                                                kind=SpanKind.CLIENT, attributes=attrs)
         self.telemetry = telemetry
         self.operation = operation
         self.provider = endpoint.provider
@@ -148,12 +152,12 @@ class Invocation:
                 self.parse_model = True
         # The agent or workflow this call runs under: it sums our tokens and cost, and learns
         # which tool calls the model asked for.
-        self.scope = otel_context.get_value(SCOPE_KEY)
-        ctx = trace.set_span_in_context(self.span)
-        # Suppress the HTTP client span (httpx, requests, urllib3 instrumentations) below ours:
-        # it would describe the same request twice.
-        ctx = otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
-        self.context = otel_context.set_value(INVOCATION_KEY, self, ctx)
+        self.scope = parent.get(SCOPE_KEY)
+        # The context of the call: our span, and the HTTP client span (httpx, requests, urllib3
+        # instrumentations) suppressed below it, since it would describe the same request twice.
+        # Built in one step: set_span_in_context and set_value copy the context each time.
+        self.context = Context({**parent, _SPAN_KEY: self.span, _SUPPRESS_HTTP_INSTRUMENTATION_KEY: True,
+                                INVOCATION_KEY: self})
         if settings.capture_content:
             self._capture_input(kwargs)
 
@@ -261,14 +265,15 @@ class Invocation:
             metric_attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
         if error_type is not None:
             metric_attrs[sc.ERROR_TYPE] = error_type
-        ctx = self.context
-        telemetry.duration.record(now - self.started, metric_attrs, ctx)
+        # Recorded in the caller's context, not the span's: exemplars then come from the caller's
+        # span when it is sampled, and a call outside any span does not pay for exemplar sampling.
+        telemetry.duration.record(now - self.started, metric_attrs)
         if first is not None:
-            telemetry.first_chunk.record(first - self.started, metric_attrs, ctx)
+            telemetry.first_chunk.record(first - self.started, metric_attrs)
         if input_tokens is not None:
-            telemetry.tokens.record(input_tokens, {**metric_attrs, **_INPUT}, ctx)
+            telemetry.tokens.record(input_tokens, {**metric_attrs, **_INPUT})
         if output_tokens is not None:
-            telemetry.tokens.record(output_tokens, {**metric_attrs, **_OUTPUT}, ctx)
+            telemetry.tokens.record(output_tokens, {**metric_attrs, **_OUTPUT})
 
     def _requested_tools(self, result: Any) -> list[tuple[str, str]]:
         state = self.stream_state

@@ -28,8 +28,9 @@ from importlib import import_module
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import get_meter
 from opentelemetry.trace import get_tracer, get_tracer_provider
 from wrapt import wrap_function_wrapper
@@ -38,13 +39,17 @@ from llmtel import __version__
 from llmtel.instrumentation import openai_attributes as oa
 from llmtel.instrumentation import semconv as sc
 from llmtel.instrumentation.cost import PriceTable
-from llmtel.instrumentation.invocation import Invocation, Operation, Telemetry, current_invocation
+from llmtel.instrumentation.invocation import INVOCATION_KEY, Invocation, Operation, Telemetry, current_invocation
 from llmtel.instrumentation.providers import endpoint_of_client
 from llmtel.instrumentation.settings import read_settings
 from llmtel.instrumentation.stream_state import ChatStreamState, ResponsesStreamState, UsageEventStreamState
 from llmtel.instrumentation.streams import AsyncStreamProxy, SyncStreamProxy
 
 _logger = logging.getLogger("llmtel.instrumentation")
+
+# suppress_instrumentation() sets both keys; the plain one is the older spelling some
+# libraries still set by hand.
+_SUPPRESS_KEY_PLAIN = "suppress_instrumentation"
 
 _instruments = ("openai >= 1.66.0",)
 
@@ -92,16 +97,9 @@ _TARGETS: tuple[tuple[str, str, str, str, Operation], ...] = (
     ("openai.resources.moderations", "Moderations", "AsyncModerations", "create", MODERATION),
 )
 
-# Hooks below the public methods: retries inside the client, and the lazily parsed
-# responses of `with_raw_response` / `with_streaming_response`.
+# A hook below the public methods: the client is about to retry a failed attempt.
 _RETRY_HOOKS = (("openai._base_client", "SyncAPIClient._sleep_for_retry"),
                 ("openai._base_client", "AsyncAPIClient._sleep_for_retry"))
-_PARSE_HOOKS = (("openai._legacy_response", "LegacyAPIResponse._parse"),
-                ("openai._response", "BaseAPIResponse._parse"))
-_CLOSE_HOOKS = (("openai._response", "APIResponse.close"),
-                ("openai._response", "AsyncAPIResponse.close"))
-
-_RESPONSE_TAG = "_llmtel_invocation"
 
 
 class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -139,10 +137,6 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._wrap(module_name, f"{async_class}.{method}", _async_wrapper(operation))
         for module_name, name in _RETRY_HOOKS:
             self._wrap(module_name, name, _retry_hook)
-        for module_name, name in _PARSE_HOOKS:
-            self._wrap(module_name, name, _parse_hook)
-        self._wrap(*_CLOSE_HOOKS[0], _close_hook)
-        self._wrap(*_CLOSE_HOOKS[1], _async_close_hook)
 
     def _wrap(self, module_name: str, name: str, wrapper: Any) -> None:
         """Patch one target; a target missing from this openai version is skipped, not fatal."""
@@ -172,7 +166,10 @@ def _telemetry_if_active() -> Telemetry | None:
     inside another llmtel invocation (a helper that calls a patched method).
     """
     telemetry = OpenAIInstrumentor._telemetry
-    if telemetry is None or not is_instrumentation_enabled() or current_invocation() is not None:
+    if telemetry is None:
+        return None
+    current = otel_context.get_current()
+    if current.get(INVOCATION_KEY) is not None or current.get(_SUPPRESS_KEY) or current.get(_SUPPRESS_KEY_PLAIN):
         return None
     return telemetry
 
@@ -221,24 +218,85 @@ def _safe_result(invocation: Invocation, result: Any, is_async: bool) -> Any:
         return result
 
 
-def _route_result(invocation: Invocation, result: Any, is_async: bool) -> Any:
-    from openai import AsyncStream, Stream
-    from openai._legacy_response import LegacyAPIResponse
-    from openai._response import BaseAPIResponse
+class _Types:
+    """The openai classes results are told apart by, imported once (openai imports lazily)."""
 
-    if isinstance(result, Stream):
+    stream: type
+    async_stream: type
+    legacy_response: type
+    async_response: type
+    raw_responses: tuple[type, ...]
+
+    @classmethod
+    def load(cls) -> type[_Types]:
+        if not hasattr(cls, "stream"):
+            from openai import AsyncStream, Stream
+            from openai._legacy_response import LegacyAPIResponse
+            from openai._response import AsyncAPIResponse, BaseAPIResponse
+
+            cls.stream, cls.async_stream = Stream, AsyncStream
+            cls.legacy_response, cls.async_response = LegacyAPIResponse, AsyncAPIResponse
+            cls.raw_responses = (LegacyAPIResponse, BaseAPIResponse)
+        return cls
+
+
+def _route_result(invocation: Invocation, result: Any, is_async: bool) -> Any:
+    types = _Types.load()
+    if isinstance(result, types.stream):
         return _proxy_stream(invocation, result, SyncStreamProxy)
-    if isinstance(result, AsyncStream):
+    if isinstance(result, types.async_stream):
         return _proxy_stream(invocation, result, AsyncStreamProxy)
-    if isinstance(result, (LegacyAPIResponse, BaseAPIResponse)):
-        # Raw and streaming-response forms: the body is parsed when (if) the caller asks.
-        setattr(result, _RESPONSE_TAG, invocation)
-        weakref.finalize(result, _finish_abandoned, invocation)
-        if isinstance(result, LegacyAPIResponse) and not result._stream:
+    if isinstance(result, types.raw_responses):
+        _watch_raw_response(invocation, result, types)
+        if isinstance(result, types.legacy_response) and not result._stream:
             result.parse()  # the body is already read; the SDK caches this for the caller
         return result
     invocation.complete(result)
     return result
+
+
+def _watch_raw_response(invocation: Invocation, response: Any, types: type[_Types]) -> None:
+    """`with_raw_response` / `with_streaming_response`: the body is parsed when (if) the caller asks.
+
+    The response's own ``_parse`` and ``close`` are shadowed on this instance only, so plain
+    calls pay nothing for this and nothing is left patched after ``uninstrument()``.
+    """
+    parse = response._parse
+
+    def parse_and_record(*args: Any, **kwargs: Any) -> Any:
+        if invocation.finished:
+            return parse(*args, **kwargs)
+        try:
+            parsed = parse(*args, **kwargs)
+        except BaseException as error:
+            _safe_fail(invocation, error)
+            raise
+        if kwargs.get("to") is not None:  # parsed into a type of the caller's choosing
+            return parsed
+        return _safe_result(invocation, parsed, False)
+
+    response._parse = parse_and_record
+    close = getattr(response, "close", None)
+    if close is not None and not isinstance(response, types.legacy_response):
+        if isinstance(response, types.async_response):
+
+            async def close_and_finish() -> None:
+                try:
+                    await close()
+                finally:
+                    _finish_abandoned(invocation)
+
+            response.close = close_and_finish
+        else:
+
+            def close_and_finish_sync() -> None:
+                try:
+                    close()
+                finally:
+                    _finish_abandoned(invocation)
+
+            response.close = close_and_finish_sync
+    weakref.finalize(response, _finish_abandoned, invocation)
 
 
 def _proxy_stream(invocation: Invocation, stream: Any, proxy_class: type) -> Any:
@@ -318,35 +376,3 @@ def _retry_hook(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict
         except Exception:  # noqa: BLE001
             _logger.debug("llmtel: could not record the openai retry", exc_info=True)
     return wrapped(*args, **kwargs)
-
-
-def _parse_hook(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    invocation = instance.__dict__.get(_RESPONSE_TAG)
-    if invocation is None or invocation.finished:
-        return wrapped(*args, **kwargs)
-    try:
-        result = wrapped(*args, **kwargs)
-    except BaseException as error:
-        _safe_fail(invocation, error)
-        raise
-    if kwargs.get("to") is not None:  # parsed into a type of the caller's choosing
-        return result
-    return _safe_result(invocation, result, False)
-
-
-def _close_hook(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        invocation = instance.__dict__.get(_RESPONSE_TAG)
-        if invocation is not None:
-            _finish_abandoned(invocation)
-
-
-async def _async_close_hook(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    try:
-        return await wrapped(*args, **kwargs)
-    finally:
-        invocation = instance.__dict__.get(_RESPONSE_TAG)
-        if invocation is not None:
-            _finish_abandoned(invocation)

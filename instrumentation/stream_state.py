@@ -32,9 +32,12 @@ class ChatStreamState:
 
     def on_chunk(self, chunk: Any) -> bool:
         if not self.model:
-            # Azure's first chunk (prompt_filter_results) has an empty id and model.
+            # The first chunk, or a later one: Azure's first chunk (prompt_filter_results) has an
+            # empty id and model.
             self.id = chunk.id
             self.model = chunk.model
+            self.service_tier = getattr(chunk, "service_tier", None)
+            self.fingerprint = getattr(chunk, "system_fingerprint", None)
         usage = chunk.usage
         choices = chunk.choices
         if usage is not None:
@@ -45,22 +48,22 @@ class ChatStreamState:
             # We asked for usage, so every chunk carries "usage": null; without our request it
             # would not carry the field at all. Keep model_dump(exclude_unset=True) identical.
             chunk.__pydantic_fields_set__.discard("usage")
-        if self.service_tier is None:
-            self.service_tier = getattr(chunk, "service_tier", None)
-        if self.fingerprint is None:
-            self.fingerprint = getattr(chunk, "system_fingerprint", None)
         for choice in choices:
             reason = choice.finish_reason
             if reason is not None:
                 self.finish[choice.index] = reason
-            delta = getattr(choice, "delta", None)
             if self.texts is not None:
-                text = getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)
-                if text:
-                    self.texts.setdefault(choice.index, []).append(text)
+                self._keep_text(choice)
+            delta = getattr(choice, "delta", None)  # legacy completions have `text`, no delta
             if delta is not None and delta.tool_calls:
                 self._tool_deltas(choice.index, delta.tool_calls)
         return False
+
+    def _keep_text(self, choice: Any) -> None:
+        delta = getattr(choice, "delta", None)
+        text = getattr(delta, "content", None) if delta is not None else getattr(choice, "text", None)
+        if text:
+            self.texts.setdefault(choice.index, []).append(text)  # type: ignore[union-attr]
 
     def _tool_deltas(self, index: int, deltas: Any) -> None:
         # Tool calls are kept even without content capture: their ids and names link the

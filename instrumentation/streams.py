@@ -34,17 +34,6 @@ def _safe_fail(invocation: Invocation, error: BaseException) -> None:
         _logger.debug("llmtel: openai stream failure handling failed", exc_info=True)
 
 
-def _safe_chunk(invocation: Invocation, chunk: Any) -> bool:
-    """Process one chunk; True when the chunk must be hidden from the caller."""
-    try:
-        if invocation.first_chunk_at is None:
-            invocation.on_first_chunk()
-        return invocation.stream_state.on_chunk(chunk)
-    except Exception:  # noqa: BLE001
-        _logger.debug("llmtel: openai stream chunk handling failed", exc_info=True)
-        return False
-
-
 class _ResponseCloseHook(ObjectProxy):  # type: ignore[misc]
     """The stream's HTTP response; closing it (as the SDK's ``.stream()`` helpers do) ends the span."""
 
@@ -69,22 +58,31 @@ class SyncStreamProxy(ObjectProxy):  # type: ignore[misc]
     def __init__(self, stream: Any, invocation: Invocation) -> None:
         super().__init__(stream)
         self._self_invocation = invocation
+        self._self_on_chunk = invocation.stream_state.on_chunk
+        self._self_first = True
 
     def __iter__(self) -> SyncStreamProxy:
         return self
 
     def __next__(self) -> Any:
-        invocation = self._self_invocation
+        # Runs for every chunk: the chunk handling is inlined, not a call per chunk.
         while True:
             try:
                 chunk = self.__wrapped__.__next__()
             except StopIteration:
-                _safe_complete(invocation)
+                _safe_complete(self._self_invocation)
                 raise
             except BaseException as error:
-                _safe_fail(invocation, error)
+                _safe_fail(self._self_invocation, error)
                 raise
-            if not _safe_chunk(invocation, chunk):
+            try:
+                if self._self_first:
+                    self._self_first = False
+                    self._self_invocation.on_first_chunk()
+                if not self._self_on_chunk(chunk):
+                    return chunk
+            except Exception:  # noqa: BLE001 - instrumentation must never break the app
+                _logger.debug("llmtel: openai stream chunk handling failed", exc_info=True)
                 return chunk
 
     def __enter__(self) -> SyncStreamProxy:
@@ -117,22 +115,30 @@ class AsyncStreamProxy(ObjectProxy):  # type: ignore[misc]
     def __init__(self, stream: Any, invocation: Invocation) -> None:
         super().__init__(stream)
         self._self_invocation = invocation
+        self._self_on_chunk = invocation.stream_state.on_chunk
+        self._self_first = True
 
     def __aiter__(self) -> AsyncStreamProxy:
         return self
 
     async def __anext__(self) -> Any:
-        invocation = self._self_invocation
         while True:
             try:
                 chunk = await self.__wrapped__.__anext__()
             except StopAsyncIteration:
-                _safe_complete(invocation)
+                _safe_complete(self._self_invocation)
                 raise
             except BaseException as error:
-                _safe_fail(invocation, error)
+                _safe_fail(self._self_invocation, error)
                 raise
-            if not _safe_chunk(invocation, chunk):
+            try:
+                if self._self_first:
+                    self._self_first = False
+                    self._self_invocation.on_first_chunk()
+                if not self._self_on_chunk(chunk):
+                    return chunk
+            except Exception:  # noqa: BLE001
+                _logger.debug("llmtel: openai stream chunk handling failed", exc_info=True)
                 return chunk
 
     async def __aenter__(self) -> AsyncStreamProxy:
