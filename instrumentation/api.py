@@ -40,7 +40,9 @@ from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from llmtel import __version__
 from llmtel.instrumentation import semconv as sc
@@ -48,33 +50,36 @@ from llmtel.instrumentation.settings import Settings, read_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_global_tracer = trace.get_tracer("llmtel.instrumentation", __version__)
-
-
-def _tracer() -> trace.Tracer:
-    """The tracer of the provider the instrumentor was given, else the global one."""
-    from llmtel.instrumentation.openai_instrumentor import OpenAIInstrumentor
-
-    telemetry = OpenAIInstrumentor._telemetry
-    return telemetry.api_tracer if telemetry is not None else _global_tracer
-
 # The innermost agent or workflow scope, and the merged context() attributes.
 SCOPE_KEY = otel_context.create_key("llmtel-scope")
 CONTEXT_ATTRIBUTES_KEY = otel_context.create_key("llmtel-context-attributes")
 
 
+class _Configured:
+    """Tracer and settings for the API, set by the instrumentor (its tracer provider, its settings).
+
+    Without an instrumentor: the global tracer provider and the environment's settings.
+    """
+
+    tracer: trace.Tracer = trace.get_tracer("llmtel.instrumentation", __version__)
+    settings: Settings | None = None
+
+
+def configure(tracer: trace.Tracer | None, settings: Settings | None) -> None:
+    """Called by the instrumentor on instrument() and (with Nones) on uninstrument()."""
+    _Configured.tracer = tracer or trace.get_tracer("llmtel.instrumentation", __version__)
+    _Configured.settings = settings
+
+
+def _tracer() -> trace.Tracer:
+    return _Configured.tracer
+
+
 def _settings() -> Settings:
-    from llmtel.instrumentation.openai_instrumentor import OpenAIInstrumentor
-
-    telemetry = OpenAIInstrumentor._telemetry
-    if telemetry is not None:
-        return telemetry.settings
-    return _default_settings()
-
-
-@functools.lru_cache(maxsize=1)
-def _default_settings() -> Settings:
-    return read_settings()
+    settings = _Configured.settings
+    if settings is None:
+        settings = _Configured.settings = read_settings()
+    return settings
 
 
 # ---------------------------------------------------------------------------------------
@@ -88,7 +93,11 @@ class ScopeState:
     inside the same scope can carry the matching ``gen_ai.tool.call.id``.
     """
 
-    __slots__ = ("llm_calls", "tool_calls", "input_tokens", "output_tokens", "cost", "pending", "lock")
+    __slots__ = ("llm_calls", "tool_calls", "input_tokens", "output_tokens", "cost", "pending")
+
+    # One lock for all scopes: updates are a few additions, and a lock per scope would cost
+    # every agent and workflow span an allocation.
+    lock = threading.Lock()
 
     def __init__(self) -> None:
         self.llm_calls = 0
@@ -96,8 +105,7 @@ class ScopeState:
         self.input_tokens = 0
         self.output_tokens = 0
         self.cost = 0.0
-        self.pending: dict[str, deque[str]] = {}
-        self.lock = threading.Lock()
+        self.pending: dict[str, deque[str]] | None = None
 
     def add_llm_call(self, input_tokens: int | None, output_tokens: int | None, cost: float | None,
                      requested_tools: Iterable[tuple[str, str]] = ()) -> None:
@@ -111,12 +119,14 @@ class ScopeState:
                 self.cost += cost
             for call_id, name in requested_tools:
                 if call_id and name:
+                    if self.pending is None:
+                        self.pending = {}
                     self.pending.setdefault(name, deque()).append(call_id)
 
     def take_call_id(self, name: str) -> str | None:
         with self.lock:
             self.tool_calls += 1
-            waiting = self.pending.get(name)
+            waiting = self.pending.get(name) if self.pending else None
             return waiting.popleft() if waiting else None
 
     def add_child(self, child: ScopeState) -> None:
@@ -408,12 +418,13 @@ class _SummaryScope(_Scope):
         self._attributes = attributes
 
     def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
-        span = _tracer().start_span(self._span_name, context=parent, kind=SpanKind.INTERNAL,
-                                  attributes=self._attributes)
+        if parent is None:
+            parent = otel_context.get_current()
+        span = _Configured.tracer.start_span(self._span_name, context=parent, kind=SpanKind.INTERNAL,
+                                             attributes=self._attributes)
         state = ScopeState()
-        outer = otel_context.get_value(SCOPE_KEY, parent)
-        ctx = otel_context.set_value(SCOPE_KEY, state, trace.set_span_in_context(span, parent))
-        return ctx, span, state, outer
+        ctx = Context({**parent, _SPAN_KEY: span, SCOPE_KEY: state})
+        return ctx, span, state, parent.get(SCOPE_KEY)
 
     def _exit(self, entered: Any, error: BaseException | None, result: Any = None) -> None:
         _, span, state, outer = entered
@@ -468,6 +479,7 @@ class tool(_Scope):  # noqa: N801
 
     def _set_name(self, name: str) -> None:
         self.name = name
+        self._span_name = f"execute_tool {name}"
         self._attributes = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
             sc.GEN_AI_TOOL_NAME: name,
@@ -494,8 +506,10 @@ class tool(_Scope):  # noqa: N801
     def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
         if self.name is None:
             raise TypeError("tool() used as a context manager needs a name")
+        if parent is None:
+            parent = otel_context.get_current()
         attributes = self._attributes
-        scope = otel_context.get_value(SCOPE_KEY, parent)
+        scope = parent.get(SCOPE_KEY)
         if scope is not None:
             call_id = scope.take_call_id(self.name)
             if call_id is not None:
@@ -505,9 +519,9 @@ class tool(_Scope):  # noqa: N801
             arguments = self._arguments_json(call, settings.content_max_length)
             if arguments is not None:
                 attributes = {**attributes, sc.GEN_AI_TOOL_CALL_ARGUMENTS: arguments}
-        span = _tracer().start_span(f"execute_tool {self.name}", context=parent, kind=SpanKind.INTERNAL,
-                                  attributes=attributes)
-        return trace.set_span_in_context(span, parent), span, settings
+        span = _Configured.tracer.start_span(self._span_name, context=parent, kind=SpanKind.INTERNAL,
+                                             attributes=attributes)
+        return Context({**parent, _SPAN_KEY: span}), span, settings
 
     def _arguments_json(self, call: tuple[tuple, dict], limit: int) -> str | None:
         args, kwargs = call
@@ -577,7 +591,9 @@ class context(_Scope):  # noqa: N801
         self._attributes = attrs
 
     def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
-        outer = otel_context.get_value(CONTEXT_ATTRIBUTES_KEY, parent)
+        if parent is None:
+            parent = otel_context.get_current()
+        outer = parent.get(CONTEXT_ATTRIBUTES_KEY)
         if outer:
             merged = {**outer, **self._attributes}
             if self._tags:
@@ -587,7 +603,7 @@ class context(_Scope):  # noqa: N801
             merged = self._attributes
             if self._tags:
                 merged = {**merged, sc.LLMTEL_TAGS: self._tags}
-        return (otel_context.set_value(CONTEXT_ATTRIBUTES_KEY, merged, parent),)
+        return (Context({**parent, CONTEXT_ATTRIBUTES_KEY: merged}),)
 
     def _exit(self, entered: Any, error: BaseException | None, result: Any = None) -> None:
         return None

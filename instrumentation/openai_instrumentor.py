@@ -36,6 +36,7 @@ from opentelemetry.trace import get_tracer, get_tracer_provider
 from wrapt import wrap_function_wrapper
 
 from llmtel import __version__
+from llmtel.instrumentation import api
 from llmtel.instrumentation import openai_attributes as oa
 from llmtel.instrumentation import semconv as sc
 from llmtel.instrumentation.cost import PriceTable
@@ -131,6 +132,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         api_tracer = get_tracer("llmtel.instrumentation", __version__, kwargs.get("tracer_provider"))
         telemetry = Telemetry(tracer, meter, event_logger, settings, PriceTable(settings.prices_file), api_tracer)
         type(self)._telemetry = telemetry
+        api.configure(api_tracer, settings)
         self._patched = []
         for module_name, sync_class, async_class, method, operation in _TARGETS:
             self._wrap(module_name, f"{sync_class}.{method}", _sync_wrapper(operation))
@@ -156,6 +158,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unwrap(owner, method)
         self._patched = []
         type(self)._telemetry = None
+        api.configure(None, None)
 
 
 def _telemetry_if_active() -> Telemetry | None:
