@@ -10,6 +10,7 @@ attached to the caller's context while the stream is open (peers leak it there).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from wrapt import ObjectProxy
@@ -54,36 +55,44 @@ class _ResponseCloseHook(ObjectProxy):  # type: ignore[misc]
             _safe_complete(self._self_invocation)
 
 
+def _observed(invocation: Invocation, chunks: Iterator[Any]) -> Iterator[Any]:
+    """The chunks the caller sees, each handed to the stream state on its way.
+
+    A generator, so that the caller's ``for`` loop resumes it directly: per chunk this adds the
+    state's handling and nothing else (no proxy method frame in between).
+    """
+    on_chunk = invocation.stream_state.on_chunk
+    try:
+        for chunk in chunks:
+            try:
+                if invocation.first_chunk_at is None:
+                    invocation.on_first_chunk()
+                if on_chunk(chunk):
+                    continue  # ours to hide: the usage-only chunk we asked for
+            except Exception:  # noqa: BLE001 - instrumentation must never break the app
+                _logger.debug("llmtel: openai stream chunk handling failed", exc_info=True)
+            yield chunk
+    except GeneratorExit:  # the caller dropped the iterator; close() or GC ends the span
+        raise
+    except BaseException as error:
+        _safe_fail(invocation, error)
+        raise
+    _safe_complete(invocation)
+
+
 class SyncStreamProxy(ObjectProxy):  # type: ignore[misc]
     def __init__(self, stream: Any, invocation: Invocation) -> None:
         super().__init__(stream)
         self._self_invocation = invocation
-        self._self_on_chunk = invocation.stream_state.on_chunk
-        self._self_first = True
+        # The stream's own generator when it has one (openai's Stream keeps it in `_iterator`):
+        # iterating it directly skips Stream.__next__, a Python frame per chunk.
+        self._self_chunks = _observed(invocation, getattr(stream, "_iterator", None) or iter(stream))
 
-    def __iter__(self) -> SyncStreamProxy:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        return self._self_chunks
 
     def __next__(self) -> Any:
-        # Runs for every chunk: the chunk handling is inlined, not a call per chunk.
-        while True:
-            try:
-                chunk = self.__wrapped__.__next__()
-            except StopIteration:
-                _safe_complete(self._self_invocation)
-                raise
-            except BaseException as error:
-                _safe_fail(self._self_invocation, error)
-                raise
-            try:
-                if self._self_first:
-                    self._self_first = False
-                    self._self_invocation.on_first_chunk()
-                if not self._self_on_chunk(chunk):
-                    return chunk
-            except Exception:  # noqa: BLE001 - instrumentation must never break the app
-                _logger.debug("llmtel: openai stream chunk handling failed", exc_info=True)
-                return chunk
+        return next(self._self_chunks)
 
     def __enter__(self) -> SyncStreamProxy:
         self.__wrapped__.__enter__()
