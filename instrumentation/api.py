@@ -55,6 +55,9 @@ SCOPE_KEY = otel_context.create_key("llmtel-scope")
 CONTEXT_ATTRIBUTES_KEY = otel_context.create_key("llmtel-context-attributes")
 
 
+_ENTRIES: ContextVar[tuple[tuple[Any, Any, Any], ...]] = ContextVar("llmtel-scope-entries", default=())
+
+
 class _Configured:
     """Tracer and settings for the API, set by the instrumentor (its tracer provider, its settings).
 
@@ -63,12 +66,28 @@ class _Configured:
 
     tracer: trace.Tracer = trace.get_tracer("llmtel.instrumentation", __version__)
     settings: Settings | None = None
+    tracer_provider: Any = None
+    context_processor_added = False
 
 
-def configure(tracer: trace.Tracer | None, settings: Settings | None) -> None:
+def configure(tracer: trace.Tracer | None, settings: Settings | None, tracer_provider: Any = None) -> None:
     """Called by the instrumentor on instrument() and (with Nones) on uninstrument()."""
     _Configured.tracer = tracer or trace.get_tracer("llmtel.instrumentation", __version__)
     _Configured.settings = settings
+    _Configured.tracer_provider = tracer_provider
+    _Configured.context_processor_added = False
+
+
+def _ensure_context_processor() -> None:
+    """Add the ContextSpanProcessor on the first ``context(...)``: until then spans pay nothing for it."""
+    _Configured.context_processor_added = True
+    provider = _Configured.tracer_provider or trace.get_tracer_provider()
+    try:
+        from llmtel.instrumentation.processors import add_context_processor
+
+        add_context_processor(provider)
+    except ImportError:  # the API without the SDK: nothing to add to
+        pass
 
 
 def _tracer() -> trace.Tracer:
@@ -137,16 +156,21 @@ class ScopeState:
             self.output_tokens += child.output_tokens
             self.cost += child.cost
 
-    def attributes(self, prefix: str) -> dict[str, Any]:
+    def attributes(self, names: tuple[str, str, str, str, str]) -> dict[str, Any]:
+        """The totals under ``names``: (llm_calls, tool_calls, input_tokens, output_tokens, cost)."""
         attrs: dict[str, Any] = {
-            prefix + "llm_calls": self.llm_calls,
-            prefix + "tool_calls": self.tool_calls,
-            prefix + "input_tokens": self.input_tokens,
-            prefix + "output_tokens": self.output_tokens,
+            names[0]: self.llm_calls,
+            names[1]: self.tool_calls,
+            names[2]: self.input_tokens,
+            names[3]: self.output_tokens,
         }
         if self.cost:
-            attrs[prefix + "cost"] = round(self.cost, 10)
+            attrs[names[4]] = round(self.cost, 10)
         return attrs
+
+
+def _total_names(prefix: str) -> tuple[str, str, str, str, str]:
+    return tuple(prefix + name for name in ("llm_calls", "tool_calls", "input_tokens", "output_tokens", "cost"))  # type: ignore[return-value]
 
 
 def current_scope() -> ScopeState | None:
@@ -162,35 +186,48 @@ class _Scope:
     """Base: a decorator and context manager around ``_enter``/``_exit``."""
 
     def _enter(self, parent: otel_context.Context | None, call: tuple[tuple, dict] | None) -> Any:
+        """Start the scope; returns a tuple whose first item is the context to run in."""
         raise NotImplementedError
 
     def _exit(self, entered: Any, error: BaseException | None, result: Any = None) -> None:
         raise NotImplementedError
 
-    @staticmethod
-    def _context_of(entered: Any) -> otel_context.Context:
-        return entered[0]
-
     # -- context manager --------------------------------------------------------------
+
+    _entry: tuple[Any, Any] | None = None
 
     def __enter__(self) -> Any:
         entered = self._enter(None, None)
-        token = otel_context.attach(self._context_of(entered))
-        entries = self.__dict__.get("_entries")
-        if entries is None:
-            # One scope object may be entered again while entered (recursion, threads, asyncio
-            # tasks): each context keeps its own stack of entries.
-            entries = self.__dict__["_entries"] = ContextVar("llmtel-scope-entries", default=())
-        entries.set((*entries.get(), (entered, token)))
+        token = otel_context.attach(entered[0])
+        if self._entry is None:  # the usual case: one `with` at a time on this object
+            self._entry = (entered, token)
+        else:
+            # Entered again while entered (recursion, threads, concurrent asyncio tasks): a
+            # stack per thread and task (a ContextVar) keeps each entry with its own context.
+            _ENTRIES.set((*_ENTRIES.get(), (self, entered, token)))
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        entries = self.__dict__["_entries"]
-        stack = entries.get()
-        (entered, token), entries_left = stack[-1], stack[:-1]
-        entries.set(entries_left)
+        entry = self._entry
+        if entry is not None and otel_context.get_current() is entry[0][0]:
+            self._entry = None
+        else:
+            entry = self._pop_entry()
+        entered, token = entry
         otel_context.detach(token)
         self._exit(entered, exc)
+
+    def _pop_entry(self) -> tuple[Any, Any]:
+        stack = _ENTRIES.get()
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index][0] is self:
+                _ENTRIES.set(stack[:index] + stack[index + 1:])
+                return stack[index][1], stack[index][2]
+        # Not on this task's stack: the context was changed under us and not restored; end
+        # the entry we have rather than fail the caller's `with`.
+        entry = self._entry
+        self._entry = None
+        return entry  # type: ignore[return-value]
 
     async def __aenter__(self) -> Any:
         return self.__enter__()
@@ -225,7 +262,7 @@ class _Scope:
             @functools.wraps(function)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 entered = scope._enter(None, (args, kwargs))
-                token = otel_context.attach(scope._context_of(entered))
+                token = otel_context.attach(entered[0])
                 try:
                     result = await function(*args, **kwargs)
                 except BaseException as error:
@@ -241,7 +278,7 @@ class _Scope:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             entered = scope._enter(None, (args, kwargs))
-            token = otel_context.attach(scope._context_of(entered))
+            token = otel_context.attach(entered[0])
             try:
                 result = function(*args, **kwargs)
             except BaseException as error:
@@ -259,7 +296,7 @@ def _run_generator(scope: _Scope, function: Callable[..., Any], args: tuple, kwa
                    parent: otel_context.Context) -> Any:
     """Drive a generator with its scope's context attached for each step, wherever it is consumed."""
     entered = scope._enter(parent, (args, kwargs))
-    ctx = scope._context_of(entered)
+    ctx = entered[0]
     token = otel_context.attach(ctx)
     try:
         generator = function(*args, **kwargs)
@@ -328,7 +365,7 @@ class _ScopedGenerator:
 def _run_async_generator(scope: _Scope, function: Callable[..., Any], args: tuple, kwargs: dict,
                          parent: otel_context.Context) -> Any:
     entered = scope._enter(parent, (args, kwargs))
-    ctx = scope._context_of(entered)
+    ctx = entered[0]
     token = otel_context.attach(ctx)
     try:
         generator = function(*args, **kwargs)
@@ -410,7 +447,7 @@ def _end_span(span: Any, error: BaseException | None, attrs: dict[str, Any] | No
 class _SummaryScope(_Scope):
     """Workflow and agent: a span that sums the LLM and tool calls below it."""
 
-    _prefix = ""
+    _totals: tuple[str, str, str, str, str] = _total_names("llmtel.scope.")
 
     def __init__(self, name: str, span_name: str, attributes: dict[str, Any]) -> None:
         self.name = name
@@ -430,13 +467,13 @@ class _SummaryScope(_Scope):
         _, span, state, outer = entered
         if outer is not None:
             outer.add_child(state)
-        _end_span(span, error, state.attributes(self._prefix))
+        _end_span(span, error, state.attributes(self._totals))
 
 
 class workflow(_SummaryScope):  # noqa: N801 - reads as a keyword: `with workflow("name"):`
     """A request or job: ``invoke_workflow {name}``, the root of a tree when no span is active."""
 
-    _prefix = "llmtel.workflow."
+    _totals = _total_names("llmtel.workflow.")
 
     def __init__(self, name: str) -> None:
         super().__init__(name, f"invoke_workflow {name}", {
@@ -448,7 +485,7 @@ class workflow(_SummaryScope):  # noqa: N801 - reads as a keyword: `with workflo
 class agent(_SummaryScope):  # noqa: N801
     """An agent run: ``invoke_agent {name}`` with ``gen_ai.agent.*`` and ``llmtel.agent.*`` totals."""
 
-    _prefix = "llmtel.agent."
+    _totals = _total_names("llmtel.agent.")
 
     def __init__(self, name: str, *, id: str | None = None, description: str | None = None) -> None:  # noqa: A002
         attributes: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: name}
@@ -576,21 +613,24 @@ class context(_Scope):  # noqa: N801
                  metadata: Mapping[str, Any] | None = None) -> None:
         attrs: dict[str, Any] = {}
         if user_id is not None:
-            settings = _settings()
-            attrs[sc.USER_ID] = (_hash_user_id(str(user_id), settings.user_id_salt)
-                                 if settings.hash_user_id else str(user_id))
+            settings = _Configured.settings or _settings()
+            user_id = user_id if type(user_id) is str else str(user_id)
+            attrs[sc.USER_ID] = _hash_user_id(user_id, settings.user_id_salt) if settings.hash_user_id else user_id
         if session_id is not None:
-            attrs[sc.SESSION_ID] = str(session_id)
+            attrs[sc.SESSION_ID] = session_id if type(session_id) is str else str(session_id)
         if conversation_id is not None:
             attrs[sc.GEN_AI_CONVERSATION_ID] = str(conversation_id)
-        self._tags = tuple(str(tag) for tag in tags)
-        for key, value in (metadata or {}).items():
-            attrs[sc.LLMTEL_METADATA_PREFIX + str(key)] = (
-                value if isinstance(value, (str, bool, int, float)) else json.dumps(value, default=str)
-            )
+        self._tags = tuple(map(str, tags)) if tags else ()
+        if metadata:
+            for key, value in metadata.items():
+                attrs[sc.LLMTEL_METADATA_PREFIX + str(key)] = (
+                    value if isinstance(value, (str, bool, int, float)) else json.dumps(value, default=str)
+                )
         self._attributes = attrs
 
     def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
+        if not _Configured.context_processor_added:
+            _ensure_context_processor()
         if parent is None:
             parent = otel_context.get_current()
         outer = parent.get(CONTEXT_ATTRIBUTES_KEY)

@@ -132,7 +132,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         api_tracer = get_tracer("llmtel.instrumentation", __version__, kwargs.get("tracer_provider"))
         telemetry = Telemetry(tracer, meter, event_logger, settings, PriceTable(settings.prices_file), api_tracer)
         type(self)._telemetry = telemetry
-        api.configure(api_tracer, settings)
+        api.configure(api_tracer, settings, tracer_provider)
         self._patched = []
         for module_name, sync_class, async_class, method, operation in _TARGETS:
             self._wrap(module_name, f"{sync_class}.{method}", _sync_wrapper(operation))
