@@ -55,11 +55,13 @@ class _ResponseCloseHook(ObjectProxy):  # type: ignore[misc]
             _safe_complete(self._self_invocation)
 
 
-def _observed(invocation: Invocation, chunks: Iterator[Any]) -> Iterator[Any]:
+def _observed(invocation: Invocation, chunks: Iterator[Any], owner: Any) -> Iterator[Any]:
     """The chunks the caller sees, each handed to the stream state on its way.
 
     A generator, so that the caller's ``for`` loop resumes it directly: per chunk this adds the
-    state's handling and nothing else (no proxy method frame in between).
+    state's handling and nothing else (no proxy method frame in between). ``owner``, the proxy,
+    stays referenced by this frame: ``for chunk in client...create(stream=True)`` keeps only the
+    iterator, and the proxy must not be collected (and end the span) while it runs.
     """
     on_chunk = invocation.stream_state.on_chunk
     try:
@@ -72,7 +74,8 @@ def _observed(invocation: Invocation, chunks: Iterator[Any]) -> Iterator[Any]:
             except Exception:  # noqa: BLE001 - instrumentation must never break the app
                 _logger.debug("llmtel: openai stream chunk handling failed", exc_info=True)
             yield chunk
-    except GeneratorExit:  # the caller dropped the iterator; close() or GC ends the span
+    except GeneratorExit:  # closed, or collected unfinished: the stream was abandoned
+        _safe_complete(invocation)
         raise
     except BaseException as error:
         _safe_fail(invocation, error)
@@ -86,7 +89,7 @@ class SyncStreamProxy(ObjectProxy):  # type: ignore[misc]
         self._self_invocation = invocation
         # The stream's own generator when it has one (openai's Stream keeps it in `_iterator`):
         # iterating it directly skips Stream.__next__, a Python frame per chunk.
-        self._self_chunks = _observed(invocation, getattr(stream, "_iterator", None) or iter(stream))
+        self._self_chunks = _observed(invocation, getattr(stream, "_iterator", None) or iter(stream), self)
 
     def __iter__(self) -> Iterator[Any]:
         return self._self_chunks

@@ -770,3 +770,22 @@ def test_azure_stream_usage_only_on_api_versions_that_accept_it(api_version, ask
     attrs = dict(telemetry.only_span().attributes)
     assert ("gen_ai.usage.input_tokens" in attrs) is asked
     assert attrs["gen_ai.response.model"] == next(c.model for c in chunks if c.model)
+
+
+def test_stream_iterated_without_keeping_the_stream(client, telemetry):
+    # `for chunk in client...create(stream=True)` holds only the iterator, not the stream object.
+    chunks = [c for c in client.chat.completions.create(**_stream_kwargs())]
+    assert chunks
+    gc.collect()
+    span = _assert_ended_once_and_detached(telemetry)
+    assert span.attributes["gen_ai.usage.output_tokens"] > 0
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+
+
+def test_stream_iterator_dropped_midway(client, telemetry, fake_openai):
+    fake_openai.stream_chunks = 20
+    iterator = iter(client.chat.completions.create(**_stream_kwargs()))
+    next(iterator)
+    del iterator
+    gc.collect()
+    _assert_ended_once_and_detached(telemetry)
