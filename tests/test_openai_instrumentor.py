@@ -789,3 +789,23 @@ def test_stream_iterator_dropped_midway(client, telemetry, fake_openai):
     del iterator
     gc.collect()
     _assert_ended_once_and_detached(telemetry)
+
+
+def test_captured_content_replaces_base64_and_keeps_secrets_out(client, fake_openai):
+    import base64
+
+    from telemetry_capture import TelemetryCapture
+
+    image = base64.b64encode(b"\x89PNG" + bytes(3000)).decode()
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this image?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+    ]}]
+    capture = TelemetryCapture()
+    with capture.instrumented(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages, extra_headers={"X-Api-Key": API_KEY})
+    text = _all_telemetry_text(capture)
+    assert image[:40] not in text and API_KEY not in text
+    parts = json.loads(capture.only_span().attributes["gen_ai.input.messages"])[0]["parts"]
+    assert parts[0] == {"type": "text", "content": "What is in this image?"}
+    assert "3004 bytes" in json.dumps(parts[1])
