@@ -84,7 +84,8 @@ _cache: dict[int, tuple[object, Endpoint]] = {}
 
 def endpoint_of_client(client: object) -> Endpoint:
     """The endpoint of an openai client, cached per base URL object (clients may change it)."""
-    url = client.base_url  # type: ignore[attr-defined]
+    # openai 3.x's `base_url` property imports a module on every read; `_base_url` is what it returns.
+    url = getattr(client, "_base_url", None) or client.base_url  # type: ignore[attr-defined]
     entry = _cache.get(id(url))
     if entry is not None and entry[0] is url:
         return entry[1]
