@@ -23,6 +23,7 @@ stream of ``chat.completion.chunk`` s, and telemetry goes to the SDK's ``TracerP
 ``api-*``        the ``workflow``/``agent``/``tool``/``context`` API: a decorated agent and tool call
                  against the SDK span with the same attributes, ``with context(...)``, and a plain
                  span before and after the first ``context()`` (which adds a span processor)
+``llmtel-nousage-stream``  llmtel with ``OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE=false``
 ``*-stream``     ``stream=True``: content chunks plus the final chunk, and the usage-only chunk when the
                  request asks for it (llmtel does ask, then hides it from the caller)
 
@@ -84,7 +85,7 @@ CHUNKS = 50  # content chunks in a stream; the marginal cost per chunk also runs
 NOT_INSTALLED = 3  # a child's exit code when its instrumentation cannot be imported
 
 CHAT_MODES = ("bare", "llmtel", "floor", "official", "openllmetry")
-STREAM_MODES = ("bare-stream", "llmtel-stream")
+STREAM_MODES = ("bare-stream", "llmtel-stream", "llmtel-nousage-stream")
 PEERS = {"official": "the official instrumentation", "openllmetry": "OpenLLMetry"}
 # The workflow/agent/tool/context API, each against the SDK's own cost of the same span.
 API_MODES = ("api-agent-floor", "api-agent", "api-tool-floor", "api-tool", "api-context",
@@ -425,7 +426,9 @@ def build_workload(mode: str, chunks: int, providers: Providers) -> Workload | N
         return api_workload(mode, providers)
     client = mock_client(chunks)
     base, _, kind = mode.partition("-")
-    call = _stream_call(client) if kind == "stream" else _chat_call(client)
+    call = _stream_call(client) if kind.endswith("stream") else _chat_call(client)
+    if kind == "nousage-stream":  # llmtel without asking the API for stream usage
+        os.environ["OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE"] = "false"
     if base == "bare":
         return Workload(call)
     if base == "llmtel":
@@ -670,6 +673,9 @@ def print_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, floa
           f"{'<=' if chunk <= TARGET_INSTRUCTIONS_PER_CHUNK else '>'} {TARGET_INSTRUCTIONS_PER_CHUNK:,}: {verdict}")
     print(f"  (marginal: streams of {3 * CHUNKS} against streams of {CHUNKS} chunks, per extra chunk; "
           f"bare SDK cost per chunk {plan.marginal_chunk(counts, 'bare-stream'):,.0f})")
+    own = plan.marginal_chunk(counts, "llmtel-nousage-stream") - plan.marginal_chunk(counts, "bare-stream")
+    print(f"  with OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE=false (the API is not asked for usage, so its chunks "
+          f"carry no \"usage\": null for the SDK to read): {own:,.0f} instructions per chunk")
     stream_added = per_call["llmtel-stream"] - bare_stream  # type: ignore[operator]
     fixed = stream_added - CHUNKS * chunk
     print(f"  llmtel added per stream of {CHUNKS} chunks = {stream_added / 1e6:.3f} M, of which once per stream "
