@@ -8,7 +8,6 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import openai
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
@@ -16,25 +15,6 @@ from opentelemetry.trace import SpanKind, StatusCode
 from llmtel.instrumentation import agent, context, tool, workflow
 
 MESSAGES = [{"role": "user", "content": "Where is my order?"}]
-
-
-@pytest.fixture
-def telemetry(fake_openai):
-    from telemetry_capture import TelemetryCapture
-
-    capture = TelemetryCapture()
-    with capture.instrumented():
-        yield capture
-
-
-@pytest.fixture
-def client(fake_openai):
-    return openai.OpenAI(base_url=fake_openai.base_url, api_key="sk-test", max_retries=0)
-
-
-@pytest.fixture
-def aclient(fake_openai):
-    return openai.AsyncOpenAI(base_url=fake_openai.base_url, api_key="sk-test", max_retries=0)
 
 
 def by_name(capture) -> dict:

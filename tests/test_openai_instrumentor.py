@@ -8,6 +8,7 @@ import json
 
 import openai
 import pytest
+from conftest import API_KEY
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -16,28 +17,6 @@ from opentelemetry.trace import SpanKind, StatusCode
 from llmtel.instrumentation import openai_attributes, stream_state
 from llmtel.instrumentation.cost import PriceTable
 from llmtel.instrumentation.openai_instrumentor import OpenAIInstrumentor
-
-API_KEY = "sk-test-secret-key-never-in-telemetry"
-
-
-@pytest.fixture
-def telemetry(fake_openai):
-    from telemetry_capture import TelemetryCapture
-
-    capture = TelemetryCapture()
-    with capture.instrumented():
-        yield capture
-
-
-@pytest.fixture
-def client(fake_openai):
-    return openai.OpenAI(base_url=fake_openai.base_url, api_key=API_KEY, max_retries=2)
-
-
-@pytest.fixture
-def aclient(fake_openai):
-    return openai.AsyncOpenAI(base_url=fake_openai.base_url, api_key=API_KEY, max_retries=2)
-
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello"}]
 _VOLATILE = {"id", "created", "created_at", "completed_at", "item_id", "response_id", "_request_id"}

@@ -41,11 +41,6 @@ def out(capture) -> io.StringIO:
     return stream
 
 
-@pytest.fixture
-def client(fake_openai):
-    return openai.OpenAI(base_url=fake_openai.base_url, api_key="sk-test", max_retries=0)
-
-
 def blocks(text: str) -> list[str]:
     return [block for block in re.split(r"(?m)^(?=llmtel ▸ )", text) if block]
 
