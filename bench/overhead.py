@@ -2,9 +2,9 @@
 
 Prints figures; it is a report, not a test (it always exits 0). Usage::
 
-    /work/venv/bin/python bench/overhead.py              # full run, ~8 minutes on 2 cores
-    /work/venv/bin/python bench/overhead.py --quick      # smaller N, ~3 minutes
-    /work/venv/bin/python bench/overhead.py --python /work/benchvenv/bin/python   # with the peers
+    python bench/overhead.py              # full run, ~12 minutes on 2 cores
+    python bench/overhead.py --quick      # smaller N, ~5 minutes
+    python bench/overhead.py --python /path/to/benchvenv/bin/python   # with the peers
 
 Every call goes to a zero-latency ``httpx2.MockTransport`` that answers with realistic
 ``chat.completion`` JSON (usage with details, ``system_fingerprint``, ``service_tier``) or an SSE
@@ -45,7 +45,7 @@ them where ``opentelemetry-instrument`` or the tests would load them. Put them i
 own and point ``--python`` at it (every child process then runs with that interpreter)::
 
     python -m venv /work/benchvenv
-    /work/benchvenv/bin/pip install -e '.[sdk]' openai httpx2 \\
+    /work/benchvenv/bin/pip install -e '.[sdk]' openai httpx2 httpx 'opentelemetry-util-genai==1.1b0' \\
         opentelemetry-instrumentation-openai-v2 opentelemetry-instrumentation-openai
 
 ``OTEL_*`` variables are removed from the children's environment, so llmtel runs with its defaults
