@@ -51,6 +51,7 @@ from collections.abc import Callable, Collection
 from contextvars import Token
 from typing import Any
 
+import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -60,11 +61,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from llmtel.instrumentation import api
 from llmtel.instrumentation import semconv as sc
 from llmtel.instrumentation.content import truncate
-
-try:  # absent when openai-agents is not installed; `_instrument` then does nothing
-    from agents.tracing import TracingProcessor as _TracingProcessor
-except ImportError:  # pragma: no cover - exercised only without openai-agents
-    _TracingProcessor = object  # type: ignore[assignment,misc]
 
 _logger = logging.getLogger("llmtel.instrumentation")
 
@@ -214,7 +210,7 @@ def _owner() -> tuple[int, Any]:
 # The processor
 
 
-class AgentsTraceProcessor(_TracingProcessor):  # type: ignore[misc]
+class AgentsTraceProcessor:
     """An ``agents`` tracing processor that mirrors the SDK's traces and spans as OpenTelemetry spans.
 
     The SDK calls ``on_span_start`` just before it marks a span current in its own ContextVar,
@@ -406,20 +402,33 @@ class OpenAIAgentsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        # `opentelemetry-instrument` checks only the dependencies of the `instruments` extra
-        # before calling this, so the SDK may be missing.
-        try:
-            from agents import add_trace_processor
-        except ImportError:
-            _logger.debug("llmtel: openai-agents is not installed; its runs are not traced")
-            return
+        # Importing the SDK takes ~1 s: register when the app imports it (at once if it already
+        # has), so apps that have it installed but never use it start as fast as without it.
+        # `opentelemetry-instrument` checks only the `instruments` extra (openai), so the SDK
+        # may be missing altogether; then the hook never fires.
         cls = type(self)
-        if cls._processor is None:
-            cls._processor = AgentsTraceProcessor()
-            add_trace_processor(cls._processor)
-        cls._processor.enabled = True
+        if cls._processor is not None:
+            cls._processor.enabled = True
+            return
+        wrapt.register_post_import_hook(_register_processor, "agents")
 
     def _uninstrument(self, **kwargs: Any) -> None:
         # Spans already open still end (and detach) normally; no new ones start.
         if type(self)._processor is not None:
             type(self)._processor.enabled = False
+
+
+def _register_processor(module: Any) -> None:
+    """Add our processor beside the SDK's own, once; the SDK's processors must be TracingProcessors."""
+    try:
+        cls = OpenAIAgentsInstrumentor
+        if cls._processor is None:
+            from agents import add_trace_processor
+            from agents.tracing import TracingProcessor
+
+            processor_class = type("LLMtelAgentsTraceProcessor", (AgentsTraceProcessor, TracingProcessor), {})
+            cls._processor = processor_class()
+            add_trace_processor(cls._processor)
+        cls._processor.enabled = True
+    except Exception:  # noqa: BLE001 - an SDK we do not understand is not traced; the app runs on
+        _logger.debug("llmtel: could not add the openai-agents trace processor", exc_info=True)

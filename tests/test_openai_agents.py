@@ -370,3 +370,22 @@ def test_processor_never_raises_into_the_sdk():
         method(None)
     processor.force_flush()
     processor.shutdown()
+
+
+def test_sdk_is_imported_only_when_the_app_imports_it():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from llmtel.instrumentation.openai_agents import OpenAIAgentsInstrumentor\n"
+        "OpenAIAgentsInstrumentor().instrument()\n"
+        "assert 'agents' not in sys.modules, 'imported at instrument()'\n"
+        "assert OpenAIAgentsInstrumentor._processor is None\n"
+        "import agents\n"
+        "from agents.tracing import TracingProcessor\n"
+        "assert isinstance(OpenAIAgentsInstrumentor._processor, TracingProcessor)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
