@@ -207,10 +207,10 @@ def _safe_fail(invocation: Invocation, error: BaseException) -> None:
         _logger.debug("llmtel: could not record the openai failure", exc_info=True)
 
 
-def _safe_result(invocation: Invocation, result: Any, is_async: bool) -> Any:
+def _safe_result(invocation: Invocation, result: Any) -> Any:
     """Hand the result to the invocation; returns what the caller gets (the result, or a stream proxy)."""
     try:
-        return _route_result(invocation, result, is_async)
+        return _route_result(invocation, result)
     except Exception:  # noqa: BLE001
         _logger.debug("llmtel: could not record the openai response", exc_info=True)
         if not invocation.finished:
@@ -243,7 +243,7 @@ class _Types:
         return cls
 
 
-def _route_result(invocation: Invocation, result: Any, is_async: bool) -> Any:
+def _route_result(invocation: Invocation, result: Any) -> Any:
     types = _Types.load()
     if isinstance(result, types.stream):
         return _proxy_stream(invocation, result, SyncStreamProxy)
@@ -276,7 +276,7 @@ def _watch_raw_response(invocation: Invocation, response: Any, types: type[_Type
             raise
         if kwargs.get("to") is not None:  # parsed into a type of the caller's choosing
             return parsed
-        return _safe_result(invocation, parsed, False)
+        return _safe_result(invocation, parsed)
 
     response._parse = parse_and_record
     close = getattr(response, "close", None)
@@ -341,7 +341,7 @@ def _sync_wrapper(operation: Operation) -> Any:
             _safe_fail(invocation, error)
             raise
         otel_context.detach(token)
-        return _safe_result(invocation, result, False)
+        return _safe_result(invocation, result)
 
     return wrapper
 
@@ -362,7 +362,7 @@ def _async_wrapper(operation: Operation) -> Any:
             _safe_fail(invocation, error)
             raise
         otel_context.detach(token)
-        return _safe_result(invocation, result, True)
+        return _safe_result(invocation, result)
 
     return wrapper
 

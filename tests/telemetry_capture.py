@@ -92,3 +92,21 @@ class TelemetryCapture:
                     if metric.name == name:
                         points.extend((metric, p) for p in metric.data.data_points)
         return points
+
+
+def by_name(capture: TelemetryCapture) -> dict[str, list[ReadableSpan]]:
+    """The finished spans grouped by name, in end order."""
+    spans: dict[str, list[ReadableSpan]] = {}
+    for span in capture.finished():
+        spans.setdefault(span.name, []).append(span)
+    return spans
+
+
+def parent_name(capture: TelemetryCapture, span: ReadableSpan) -> str | None:
+    """The name of ``span``'s parent among the finished spans (None for a root, "?" if not found)."""
+    if span.parent is None:
+        return None
+    for other in capture.finished():
+        if other.context.span_id == span.parent.span_id:
+            return other.name
+    return "?"

@@ -11,26 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
+from telemetry_capture import by_name, parent_name
 
 from llmtel.instrumentation import agent, context, tool, workflow
 
 MESSAGES = [{"role": "user", "content": "Where is my order?"}]
 
 
-def by_name(capture) -> dict:
-    spans = {}
-    for span in capture.finished():
-        spans.setdefault(span.name, []).append(span)
-    return spans
 
 
-def parent_name(capture, span) -> str | None:
-    if span.parent is None:
-        return None
-    for other in capture.finished():
-        if other.context.span_id == span.parent.span_id:
-            return other.name
-    return "?"
 
 
 def test_request_agent_llm_tool_llm_tree(client, telemetry, fake_openai):

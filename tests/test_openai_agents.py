@@ -32,7 +32,7 @@ from agents import (  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
-from telemetry_capture import TelemetryCapture  # noqa: E402
+from telemetry_capture import TelemetryCapture, by_name, parent_name  # noqa: E402
 
 from llmtel.instrumentation import workflow  # noqa: E402
 from llmtel.instrumentation.openai_agents import AgentsTraceProcessor, OpenAIAgentsInstrumentor  # noqa: E402
@@ -113,20 +113,8 @@ async def chat(aclient) -> None:
     await aclient.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
 
 
-def by_name(capture) -> dict:
-    spans: dict = {}
-    for span in capture.finished():
-        spans.setdefault(span.name, []).append(span)
-    return spans
 
 
-def parent_name(capture, span) -> str | None:
-    if span.parent is None:
-        return None
-    for other in capture.finished():
-        if other.context.span_id == span.parent.span_id:
-            return other.name
-    return "?"
 
 
 def children(capture, span) -> list:
