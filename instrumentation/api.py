@@ -22,8 +22,9 @@ asyncio tasks copy it, and thread pools get it from ``opentelemetry-instrumentat
 created in, however and wherever it is consumed.
 
 ``context(...)`` attributes reach every span started inside it, ours and other
-instrumentations' alike, through :class:`ContextSpanProcessor` (the openai instrumentor adds
-it to the SDK tracer provider; add it yourself when you build providers by hand).
+instrumentations' alike: on the first ``context(...)`` the global tracer provider (or the one
+given to the instrumentor) learns to set them as spans start; see
+``processors.add_context_processor``, and call it yourself for other providers you build.
 """
 
 from __future__ import annotations
@@ -112,13 +113,16 @@ class ScopeState:
     inside the same scope can carry the matching ``gen_ai.tool.call.id``.
     """
 
-    __slots__ = ("llm_calls", "tool_calls", "input_tokens", "output_tokens", "cost", "pending")
+    __slots__ = ("llm_calls", "tool_calls", "input_tokens", "output_tokens", "cost", "pending", "agent_name")
 
     # One lock for all scopes: updates are a few additions, and a lock per scope would cost
     # every agent and workflow span an allocation.
     lock = threading.Lock()
 
-    def __init__(self) -> None:
+    def __init__(self, agent_name: str | None = None) -> None:
+        # The innermost agent around this scope: LLM and tool spans below it carry its name, so
+        # a store can group calls by agent from each span alone (the LLM views read it there).
+        self.agent_name = agent_name
         self.llm_calls = 0
         self.tool_calls = 0
         self.input_tokens = 0
@@ -459,9 +463,13 @@ class _SummaryScope(_Scope):
             parent = otel_context.get_current()
         span = _Configured.tracer.start_span(self._span_name, context=parent, kind=SpanKind.INTERNAL,
                                              attributes=self._attributes)
-        state = ScopeState()
+        outer = parent.get(SCOPE_KEY)
+        state = ScopeState(self._agent_name(outer))
         ctx = Context({**parent, _SPAN_KEY: span, SCOPE_KEY: state})
-        return ctx, span, state, parent.get(SCOPE_KEY)
+        return ctx, span, state, outer
+
+    def _agent_name(self, outer: ScopeState | None) -> str | None:
+        return outer.agent_name if outer is not None else None
 
     def _exit(self, entered: Any, error: BaseException | None, result: Any = None) -> None:
         _, span, state, outer = entered
@@ -494,6 +502,9 @@ class agent(_SummaryScope):  # noqa: N801
         if description is not None:
             attributes[sc.GEN_AI_AGENT_DESCRIPTION] = description
         super().__init__(name, f"invoke_agent {name}", attributes)
+
+    def _agent_name(self, outer: ScopeState | None) -> str | None:
+        return self.name
 
 
 class tool(_Scope):  # noqa: N801
@@ -549,8 +560,12 @@ class tool(_Scope):  # noqa: N801
         scope = parent.get(SCOPE_KEY)
         if scope is not None:
             call_id = scope.take_call_id(self.name)
-            if call_id is not None:
-                attributes = {**attributes, sc.GEN_AI_TOOL_CALL_ID: call_id}
+            if call_id is not None or scope.agent_name:
+                attributes = attributes.copy()
+                if call_id is not None:
+                    attributes[sc.GEN_AI_TOOL_CALL_ID] = call_id
+                if scope.agent_name:
+                    attributes[sc.GEN_AI_AGENT_NAME] = scope.agent_name
         settings = _settings()
         if call is not None and settings.capture_content:
             arguments = self._arguments_json(call, settings.content_max_length)

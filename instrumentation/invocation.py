@@ -128,6 +128,11 @@ class Invocation:
             attrs[sc.SERVER_PORT] = endpoint.port
         self.metric_attrs = attrs.copy()
         operation.request(kwargs, attrs, settings.capture_content)
+        # The agent or workflow this call runs under: it sums our tokens and cost, and learns
+        # which tool calls the model asked for; its agent's name goes on our span.
+        self.scope = scope = parent.get(SCOPE_KEY)
+        if scope is not None and scope.agent_name:
+            attrs[sc.GEN_AI_AGENT_NAME] = scope.agent_name
         self.span = telemetry.tracer.start_span(f"{name} {model}" if model else name, context=parent,
                                                 kind=SpanKind.CLIENT, attributes=attrs)
         self.telemetry = telemetry
@@ -150,9 +155,6 @@ class Invocation:
             self.schema = request_schema(response_format)
             if isinstance(response_format, type) or kwargs.get("text_format") is not None:
                 self.parse_model = True
-        # The agent or workflow this call runs under: it sums our tokens and cost, and learns
-        # which tool calls the model asked for.
-        self.scope = parent.get(SCOPE_KEY)
         # The context of the call: our span, and the HTTP client span (httpx, requests, urllib3
         # instrumentations) suppressed below it, since it would describe the same request twice.
         # Built in one step: set_span_in_context and set_value copy the context each time.
