@@ -202,7 +202,7 @@ class Providers:
         return self.exported()
 
 
-def sdk_providers() -> Providers:
+def sdk_providers(batch_at_end: bool = False) -> Providers:
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -221,7 +221,12 @@ def sdk_providers() -> Providers:
     # Batches go out when 512 spans are queued and at the final flush. The default 5 s timer
     # would fire ~50x more often per call under valgrind than at native speed, and its wake-ups
     # depend on wall time, which makes the counts drift between runs.
-    tracer_provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000))
+    #
+    # With ``batch_at_end`` (the API modes, a few thousand instructions per span apart) nothing
+    # wakes the worker before the final flush: its wake-ups make a span's count vary by as much
+    # as the differences measured.
+    size = {"max_queue_size": 1_000_000, "max_export_batch_size": 1_000_000} if batch_at_end else {}
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=3_600_000, **size))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
     trace.set_tracer_provider(tracer_provider)
@@ -468,7 +473,7 @@ def run_calls(mode: str, calls: int, chunks: int, timed: bool = False) -> int:
     Under valgrind the count is valgrind's; with ``timed`` it prints the wall µs per call.
     """
     print(_SOURCE + source_fingerprint(), flush=True)
-    providers = sdk_providers()
+    providers = sdk_providers(batch_at_end=mode.startswith("api-"))
     workload = build_workload(mode, chunks, providers)
     if workload is None:
         return NOT_INSTALLED

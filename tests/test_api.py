@@ -68,7 +68,10 @@ def test_request_agent_llm_tool_llm_tree(client, telemetry, fake_openai):
         "gen_ai.tool.type": "function",
         "gen_ai.tool.description": "Look up an order by id",
         "gen_ai.tool.call.id": requested_id,  # the id of the call the model asked for
+        "gen_ai.agent.name": "triage",  # the agent it runs under: stores group by it span by span
     }
+    assert [s.attributes["gen_ai.agent.name"] for s in llm_spans] == ["triage", "triage"]
+    assert "gen_ai.agent.name" not in root.attributes
 
     # Sums: the agent's LLM calls, tool calls, tokens and cost; the workflow rolls them up.
     input_tokens = sum(s.attributes["gen_ai.usage.input_tokens"] for s in llm_spans)
@@ -256,6 +259,53 @@ def test_context_reaches_spans_of_other_instrumentations(telemetry):
     assert span.attributes["user.id"] == "u-5" and span.attributes["llmtel.tags"] == ("x",)
 
 
+def test_context_attributes_are_set_before_processors_added_later_see_the_span(telemetry):
+    from opentelemetry import context as otel_context
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class StartRecorder(SpanProcessor):
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, object]] = []
+
+        def on_start(self, span, parent_context=None) -> None:
+            self.seen.append((span.name, span.attributes.get("user.id")))
+
+    provider = telemetry.tracer_provider
+    with context(user_id="u-1"):
+        pass
+    recorder = StartRecorder()
+    provider.add_span_processor(recorder)
+    tracer = provider.get_tracer("someone-else")
+    with context(user_id="u-2"):
+        inside = otel_context.get_current()
+        tracer.start_span("inside").end()
+    tracer.start_span("outside").end()
+    tracer.start_span("explicit parent context", context=inside).end()
+    assert recorder.seen == [("inside", "u-2"), ("outside", None), ("explicit parent context", "u-2")]
+
+
+def test_context_processor_added_once_to_a_provider_built_by_hand():
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from llmtel.instrumentation.processors import ContextSpanProcessor, add_context_processor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(active_span_processor=SynchronousMultiSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    add_context_processor(provider)
+    add_context_processor(provider)
+    processors = provider._active_span_processor._span_processors
+    assert sum(isinstance(p, ContextSpanProcessor) for p in processors) == 1
+    with context(session_id="s-9"):
+        provider.get_tracer("t").start_span("work").end()
+    provider.get_tracer("t").start_span("outside").end()
+    work, outside = exporter.get_finished_spans()
+    assert work.attributes["session.id"] == "s-9" and "session.id" not in outside.attributes
+    provider.shutdown()
+
+
 def test_hashed_user_id(fake_openai):
     from telemetry_capture import TelemetryCapture
 
@@ -291,3 +341,25 @@ def test_same_scope_object_reused_concurrently(telemetry):
     spans = telemetry.finished()
     assert len(spans) == 5
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_llm_and_tool_spans_carry_the_innermost_agent_name(client, telemetry):
+    @tool()
+    def search() -> str:
+        return "found"
+
+    with agent("planner"):
+        with workflow("sub-job"):  # a workflow inside an agent keeps the agent's name
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        with agent("researcher"):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            search()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    under_planner, under_researcher, outside = by_name(telemetry)["chat gpt-4o-mini"]
+    assert under_planner.attributes["gen_ai.agent.name"] == "planner"
+    assert under_researcher.attributes["gen_ai.agent.name"] == "researcher"
+    assert "gen_ai.agent.name" not in outside.attributes
+    (tool_span,) = by_name(telemetry)["execute_tool search"]
+    assert tool_span.attributes["gen_ai.agent.name"] == "researcher"
+    (inner,) = by_name(telemetry)["invoke_agent researcher"]
+    assert inner.attributes["gen_ai.agent.name"] == "researcher"
