@@ -1,1 +1,37 @@
-"""Span exporter that writes into the OpenTelemetry Collector's ClickHouse tables (not built yet)."""
+"""A span exporter that writes into the OpenTelemetry Collector's ClickHouse tables.
+
+Spans land in ``otel_traces`` exactly as the Collector's ``clickhouseexporter`` writes them, so
+the Collector, Grafana, OpenLIT and llmtel's own LLM views (``llm_calls``, ``llm_usage_daily``)
+can share the tables. With no endpoint, spans go to an embedded chDB store on local disk::
+
+    OTEL_TRACES_EXPORTER=clickhouse opentelemetry-instrument python app.py
+
+    OTEL_TRACES_EXPORTER=otlp,clickhouse \\
+    OTEL_EXPORTER_CLICKHOUSE_ENDPOINT=https://ch.example:8443 \\
+    OTEL_EXPORTER_CLICKHOUSE_USERNAME=otel OTEL_EXPORTER_CLICKHOUSE_PASSWORD=... \\
+    opentelemetry-instrument python app.py
+
+Or in code::
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from llmtel.exporter_clickhouse import ClickHouseSpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(ClickHouseSpanExporter(endpoint="http://localhost:8123")))
+
+The ``OTEL_EXPORTER_CLICKHOUSE_*`` variables (``environment_variables``) configure it; keyword
+arguments override them. The exporter never blocks the application and never loses a batch it
+accepted: a batch the store cannot take waits in an on-disk spool and is replayed, in order and
+exactly once, when the store is back (also after a restart).
+
+The way of a span: ``config`` (environment → ``ExporterConfig``) → ``columns`` (spans → one
+Native block) → ``store`` (clickhouse-connect, server or embedded; ``schema`` creates the tables)
+→ ``spool`` (the on-disk queue), driven by ``exporter``.
+"""
+
+from llmtel.exporter_clickhouse.config import ExporterConfig
+from llmtel.exporter_clickhouse.exporter import ClickHouseSpanExporter
+from llmtel.exporter_clickhouse.spool import SpoolDirectory
+
+__all__ = ["ClickHouseSpanExporter", "ExporterConfig", "SpoolDirectory"]

@@ -1,0 +1,171 @@
+"""Spans per second through ``ClickHouseSpanExporter.export()`` into the embedded store, beside OTLP.
+
+Prints figures; it is a report, not a test (it always exits 0). Usage::
+
+    python bench/export.py                  # 3 rounds of >= 5 s per figure, ~3 minutes on 2 cores
+    python bench/export.py --seconds 2 --rounds 1   # a quick look
+
+The spans are realistic LLM spans made by the SDK's own ``TracerProvider`` (a chat call: 21
+attributes of every value type, one or two events, an error status on some), built once and
+exported again and again. Figures, per batch size (512, the SDK's default, and 8192, the
+recommended ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``):
+
+``export, llmtel schema``    end to end: span objects → Native → rows stored in a chDB store with
+                             the whole schema the exporter creates (``otel_traces`` with its text
+                             indexes, the trace-id lookup view, ``llm_calls`` and ``llm_usage_daily``
+                             views), dedup token and insert settings as in production
+``export, Collector tables`` the same into the Collector's tables only (traces + lookup view)
+``encode only``              the Python half: ``columns.encode_spans`` (spans → Native bytes)
+``OTLP encode``              the reference: ``encode_spans(batch).SerializeToString()`` of the
+                             OTLP exporter, no network
+
+Each figure is the median of the rounds; rounds interleave the modes (A B C D A B C D ...), so a
+burst of load on the shared machine hits all of them alike. Peak RSS is the process's, at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+import clickhouse_connect
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as otlp_encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from llmtel.exporter_clickhouse import ClickHouseSpanExporter, schema
+from llmtel.exporter_clickhouse.columns import encode_spans
+
+BATCH_SIZES = (512, 8192)
+
+
+class _Collect(SpanProcessor):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+
+def make_spans(count: int) -> list[ReadableSpan]:
+    """``count`` finished chat spans from the SDK, shaped like llmtel's instrumentation makes them."""
+    rng = random.Random(42)
+    collect = _Collect()
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench-app", "deployment.environment": "prod"}))
+    provider.add_span_processor(collect)
+    tracer = provider.get_tracer("llmtel.instrumentation.openai", "0.1.0")
+    models = ("gpt-4o-mini", "gpt-4o", "o3-mini", "gpt-4.1")
+    for number in range(count):
+        model = models[number % len(models)]
+        with tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT) as span:
+            span.set_attributes({
+                "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": model,
+                "gen_ai.response.model": f"{model}-2024-07-18", "server.address": "api.openai.com",
+                "server.port": 443, "gen_ai.request.temperature": 0.7, "gen_ai.request.max_tokens": 512,
+                "gen_ai.request.top_p": 1.0, "gen_ai.usage.input_tokens": rng.randint(10, 5000),
+                "gen_ai.usage.output_tokens": rng.randint(1, 900), "gen_ai.usage.cost": rng.random() / 100,
+                "gen_ai.usage.cache_read.input_tokens": rng.choice((0, 0, 1024)),
+                "gen_ai.response.finish_reasons": ("stop",), "gen_ai.response.id": f"chatcmpl-{rng.getrandbits(64):x}",
+                "gen_ai.request.stream": bool(number % 2), "gen_ai.conversation.id": f"conv-{number // 10}",
+                "user.id": f"user-{number % 97}", "session.id": f"session-{number % 13}",
+                "llmtel.tags": '["support","eu"]', "gen_ai.response.time_to_first_chunk": rng.random(),
+            })
+            span.add_event("gen_ai.choice", {"index": 0, "finish_reason": "stop"})
+            if number % 3 == 0:
+                span.add_event("exception", {"exception.type": "RateLimitError", "exception.message": 'slow "down"'})
+            if number % 10 == 0:
+                span.set_status(Status(StatusCode.ERROR, "rate limited"))
+    return collect.spans
+
+
+def rate(
+    action: Callable[[Sequence[ReadableSpan]], object], batches: list[list[ReadableSpan]], seconds: float
+) -> float:
+    """Spans per second of ``action`` over whole passes through ``batches``, for at least ``seconds``."""
+    done = 0
+    started = time.perf_counter()
+    while True:
+        for batch in batches:
+            action(batch)
+            done += len(batch)
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="minimum time per figure and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--spans", type=int, default=16384, help="distinct spans made (reused across batches)")
+    arguments = parser.parse_args()
+
+    print(f"making {arguments.spans} spans with the SDK ...", flush=True)
+    spans = make_spans(arguments.spans)
+    attributes = [len(span.attributes) for span in spans]
+    print(f"  {min(attributes)}-{max(attributes)} attributes, "
+          f"{sum(len(span.events) for span in spans) / len(spans):.2f} events per span")
+
+    store = tempfile.mkdtemp(prefix="llmtel-bench-")
+    data_dir = tempfile.mkdtemp(prefix="llmtel-bench-data-")
+    try:
+        full = ClickHouseSpanExporter(endpoint=f"chdb://{store}", database="bench_full", data_dir=data_dir)
+        # The Collector's tables only: created here, the exporter told not to create more.
+        options = schema.SchemaOptions(database="bench_collector")
+        setup = clickhouse_connect.get_client(interface="chdb", path=store)
+        setup.command("CREATE DATABASE IF NOT EXISTS bench_collector")
+        for statement in schema.render_traces(options):
+            setup.command(statement)
+        collector = ClickHouseSpanExporter(endpoint=f"chdb://{store}", database="bench_collector",
+                                           data_dir=data_dir, create_schema=False)
+        full.export(spans[:10])  # opens the store, creates the schema
+        collector.export(spans[:10])
+
+        modes: dict[str, Callable[[Sequence[ReadableSpan]], object]] = {
+            "export, llmtel schema": full.export,
+            "export, Collector tables": collector.export,
+            "encode only": encode_spans,
+            "OTLP encode": lambda batch: otlp_encode_spans(batch).SerializeToString(),
+        }
+        results: dict[tuple[str, int], list[float]] = {}
+        for round_number in range(arguments.rounds):
+            for size in BATCH_SIZES:
+                batches = [spans[start : start + size] for start in range(0, len(spans) - size + 1, size)]
+                for name, action in modes.items():
+                    figure = rate(action, batches, arguments.seconds)
+                    results.setdefault((name, size), []).append(figure)
+                    print(f"  round {round_number + 1}  batch {size:5d}  {name:26s} {figure:9,.0f} spans/s", flush=True)
+        stored = setup.command("SELECT count() FROM bench_full.otel_traces")
+        for exporter in (full, collector):
+            assert exporter.spool is not None and not exporter.spool.pending(), "the bench spooled batches"
+            exporter.shutdown()
+        setup.close()
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    print()
+    print(f"median of {arguments.rounds} rounds, >= {arguments.seconds:g} s each "
+          f"({stored:,} spans stored in the llmtel-schema database)")
+    print(f"{'':28s}" + "".join(f"{'batch ' + str(size):>16s}" for size in BATCH_SIZES))
+    medians = {key: statistics.median(values) for key, values in results.items()}
+    for name in modes:
+        print(f"{name:28s}" + "".join(f"{medians[name, size]:>11,.0f} sp/s" for size in BATCH_SIZES))
+    for name in ("export, llmtel schema", "export, Collector tables", "encode only"):
+        print(f"{name + ' / OTLP encode':40s}" + "".join(
+            f"{medians[name, size] / medians['OTLP encode', size]:>10.2f}x" for size in BATCH_SIZES))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak:,.0f} MiB (Python {sys.version.split()[0]}, "
+          f"clickhouse-connect {clickhouse_connect.__version__})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""store, embedded: spans exported into chDB read back as the Collector would have stored them.
+
+One chDB store per module (a process holds one store path at a time) and a fresh database per
+test; every client and exporter is closed at the end, so later modules can open other paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import openai
+import pytest
+from exporter_spans import ROW_QUERY, every_kind_of_span, expected_rows, span_batch
+from fake_openai import FakeOpenAI
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+from telemetry_capture import TelemetryCapture
+
+from llmtel.exporter_clickhouse import ClickHouseSpanExporter
+from llmtel.exporter_clickhouse.columns import INSERT_COLUMN_NAMES, encode_spans
+
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("chdb-exporter"))
+
+
+@pytest.fixture(scope="module")
+def reader(store_path: str) -> Iterator[Any]:
+    client = clickhouse_connect.get_client(interface="chdb", path=store_path)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_exporter(store_path: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[
+    Callable[..., ClickHouseSpanExporter]
+]:
+    """Exporters into the module's store, in this test's own database; shut down at the end."""
+    made: list[ClickHouseSpanExporter] = []
+    database = "t_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:60]
+
+    def make(**settings: Any) -> ClickHouseSpanExporter:
+        settings = {"endpoint": f"chdb://{store_path}", "database": database, "data_dir": str(tmp_path),
+                    "retry_max_elapsed": "1s", **settings}
+        exporter = ClickHouseSpanExporter(**settings)
+        made.append(exporter)
+        return exporter
+
+    yield make
+    for exporter in made:
+        exporter.shutdown()
+
+
+def rows(reader: Any, database: str, table: str = "otel_traces") -> list[tuple]:
+    return [tuple(row) for row in reader.query(ROW_QUERY.format(table=f"`{database}`.`{table}`")).result_rows]
+
+
+def test_spans_of_every_kind_read_back_as_the_collector_writes_them(make_exporter: Any, reader: Any) -> None:
+    exporter = make_exporter()
+    spans = every_kind_of_span()
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert rows(reader, exporter.config.database) == expected_rows(spans)
+    assert exporter.spool.pending() == []
+
+
+def test_the_store_is_opened_and_the_schema_created_at_the_first_export_not_before(
+    make_exporter: Any, reader: Any
+) -> None:
+    exporter = make_exporter()
+    database = exporter.config.database
+    assert reader.command(f"SELECT count() FROM system.databases WHERE name = '{database}'") == 0
+    exporter.export(span_batch(3))
+    tables = {row[0] for row in reader.query(f"SHOW TABLES FROM `{database}`").result_rows}
+    assert {"otel_traces", "otel_traces_trace_id_ts", "llm_calls", "llm_usage_daily"} <= tables
+    assert reader.command(f"SELECT count() FROM `{database}`.otel_traces") == 3
+
+
+def test_many_batches_are_each_stored_once(make_exporter: Any, reader: Any) -> None:
+    exporter = make_exporter()
+    spans = span_batch(2000)
+    for start in range(0, 2000, 512):
+        assert exporter.export(spans[start : start + 512]) is SpanExportResult.SUCCESS
+    database = exporter.config.database
+    count, distinct = reader.query(f"SELECT count(), uniqExact(SpanId) FROM `{database}`.otel_traces").result_rows[0]
+    assert (count, distinct) == (2000, 2000)
+
+
+def test_a_batch_replayed_after_an_ambiguous_failure_is_stored_once_views_included(
+    make_exporter: Any, reader: Any
+) -> None:
+    # The spool's copy of a batch the server did store (crash before the file was removed, or a
+    # lost answer): replaying it with its token must not double otel_traces or the views.
+    exporter = make_exporter()
+    batch = encode_spans(span_batch(50))
+    exporter.export(span_batch(1, seed=99, service="warm-up"))  # opens the store, creates the schema
+    assert exporter._store is not None
+    exporter._store.insert(batch.native, "replayed-token", INSERT_COLUMN_NAMES)
+    exporter.spool.put(batch.native, batch.rows, "replayed-token", INSERT_COLUMN_NAMES)
+    assert exporter.force_flush()
+    database = exporter.config.database
+    assert reader.command(f"SELECT count() FROM `{database}`.otel_traces") == 51
+    assert reader.command(f"SELECT count() FROM `{database}`.llm_calls") == 51
+    assert reader.command(f"SELECT sum(Calls) FROM `{database}`.llm_usage_daily") == 51
+
+
+def test_real_instrumentation_spans_fill_the_llm_tables_with_typed_values(
+    make_exporter: Any, reader: Any, fake_openai: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    exporter = make_exporter()
+    capture = TelemetryCapture()
+    processor = BatchSpanProcessor(exporter, schedule_delay_millis=60_000)
+    capture.tracer_provider.add_span_processor(processor)
+    with capture.instrumented():
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        client.embeddings.create(model="text-embedding-3-small", input="hello")
+        fake_openai.fail_next(400)
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert processor.force_flush()
+    spans = {span.context.span_id: span for span in capture.llm_spans()}
+    database = exporter.config.database
+    stored = reader.query(
+        f"SELECT SpanId, Operation, Provider, RequestModel, ResponseModel, InputTokens, OutputTokens, Cost, "
+        f"FinishReasons, StatusCode, ErrorType, Duration, toUnixTimestamp64Nano(Timestamp) "
+        f"FROM `{database}`.llm_calls ORDER BY Timestamp"
+    ).named_results()
+    stored = list(stored)
+    assert len(stored) == 3 == len(spans)
+    chat, embeddings, failed = stored
+    span = spans[int(chat["SpanId"], 16)]
+    attributes = span.attributes
+    assert (chat["Operation"], chat["Provider"], chat["RequestModel"]) == ("chat", "openai", "gpt-4o-mini")
+    assert chat["ResponseModel"] == reply.model == attributes["gen_ai.response.model"]
+    assert chat["InputTokens"] == reply.usage.prompt_tokens == attributes["gen_ai.usage.input_tokens"]
+    assert chat["OutputTokens"] == reply.usage.completion_tokens
+    assert chat["Cost"] == Decimal(repr(attributes["gen_ai.usage.cost"])).quantize(Decimal("1e-12"))
+    assert chat["FinishReasons"] == list(attributes["gen_ai.response.finish_reasons"])
+    assert chat["Duration"] == span.end_time - span.start_time
+    assert chat["toUnixTimestamp64Nano(Timestamp)"] == span.start_time
+    assert embeddings["Operation"] == "embeddings" and embeddings["Cost"] is not None
+    assert (failed["StatusCode"], failed["RequestModel"]) == ("Error", "gpt-4o")
+    assert failed["ErrorType"] == spans[int(failed["SpanId"], 16)].attributes["error.type"]
+    assert failed["Cost"] is None  # no usage, no cost: unknown, not 0
+    processor.shutdown()
