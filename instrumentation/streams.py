@@ -10,7 +10,7 @@ attached to the caller's context while the stream is open (peers leak it there).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from wrapt import ObjectProxy
@@ -55,6 +55,84 @@ class _ResponseCloseHook(ObjectProxy):  # type: ignore[misc]
             _safe_complete(self._self_invocation)
 
 
+# Once asked for usage, the API puts `"usage":null` on every chunk (compact JSON; the spaced form
+# is what json.dumps writes, as some proxies re-serialise). A JSON string escapes its quotes, so
+# the unescaped pattern can only be the field itself.
+_USAGE_NULL = b',"usage":null'
+_USAGE_NULL_SPACED = b', "usage": null'
+
+
+def _strip_usage_nulls(data: bytes) -> bytes:
+    if _USAGE_NULL in data:
+        data = data.replace(_USAGE_NULL, b"")
+    if _USAGE_NULL_SPACED in data:
+        data = data.replace(_USAGE_NULL_SPACED, b"")
+    return data
+
+
+def _whole_lines(data: bytes, carry: bytes) -> tuple[bytes, bytes]:
+    """``carry + data`` split after its last newline: a field cut between two reads is never missed."""
+    if carry:
+        data = carry + data
+    end = data.rfind(b"\n") + 1
+    return _strip_usage_nulls(data[:end]), data[end:]
+
+
+def _without_usage_nulls(reads: Iterator[bytes]) -> Iterator[bytes]:
+    carry = b""
+    for data in reads:
+        lines, carry = _whole_lines(data, carry)
+        if lines:
+            yield lines
+    if carry:
+        yield _strip_usage_nulls(carry)
+
+
+async def _awithout_usage_nulls(reads: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    carry = b""
+    async for data in reads:
+        lines, carry = _whole_lines(data, carry)
+        if lines:
+            yield lines
+    if carry:
+        yield _strip_usage_nulls(carry)
+
+
+class _UsageNullDropper:
+    """The stream's SSE decoder, fed the response bytes without the `"usage":null` fields.
+
+    They exist only because we asked for usage; the SDK turning each into a model field costs
+    more than everything llmtel does per chunk (bench/overhead.py). Without them the caller's
+    chunks are exactly those of the call it made.
+    """
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+
+    def iter_bytes(self, iterator: Iterator[bytes]) -> Any:
+        return self._decoder.iter_bytes(_without_usage_nulls(iterator))
+
+    def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> Any:
+        return self._decoder.aiter_bytes(_awithout_usage_nulls(iterator))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+
+def _drop_usage_nulls(stream: Any, invocation: Invocation) -> None:
+    """When we asked for usage, decode the stream without the `"usage":null` it brings (not yet started)."""
+    if not invocation.hide_usage:
+        return
+    try:
+        decoder = getattr(stream, "_decoder", None)
+        if decoder is not None and hasattr(decoder, "iter_bytes") and not isinstance(decoder, _UsageNullDropper):
+            stream._decoder = _UsageNullDropper(decoder)
+    except Exception:  # noqa: BLE001 - the SDK then reads the fields itself; on_chunk hides them
+        _logger.debug("llmtel: could not wrap the stream decoder", exc_info=True)
+
+
 def _observed(invocation: Invocation, chunks: Iterator[Any], owner: Any) -> Iterator[Any]:
     """The chunks the caller sees, each handed to the stream state on its way.
 
@@ -87,6 +165,7 @@ class SyncStreamProxy(ObjectProxy):  # type: ignore[misc]
     def __init__(self, stream: Any, invocation: Invocation) -> None:
         super().__init__(stream)
         self._self_invocation = invocation
+        _drop_usage_nulls(stream, invocation)
         # The stream's own generator when it has one (openai's Stream keeps it in `_iterator`):
         # iterating it directly skips Stream.__next__, a Python frame per chunk.
         self._self_chunks = _observed(invocation, getattr(stream, "_iterator", None) or iter(stream), self)
@@ -127,6 +206,7 @@ class AsyncStreamProxy(ObjectProxy):  # type: ignore[misc]
     def __init__(self, stream: Any, invocation: Invocation) -> None:
         super().__init__(stream)
         self._self_invocation = invocation
+        _drop_usage_nulls(stream, invocation)
         self._self_on_chunk = invocation.stream_state.on_chunk
         self._self_first = True
 

@@ -1,0 +1,59 @@
+"""The bytes of a stream we asked usage for reach the SDK without the `"usage":null` fields."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from llmtel.instrumentation.streams import _awithout_usage_nulls, _UsageNullDropper, _without_usage_nulls
+
+MESSAGES = [{"role": "user", "content": "Where is my order?"}]
+
+
+def _event(body: dict) -> bytes:
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+CONTENT = {"id": "c1", "object": "chat.completion.chunk",
+           "choices": [{"index": 0, "delta": {"content": 'say "usage":null'}}], "usage": None}
+SPACED = b'data: {"id": "c1", "choices": [], "usage": null}\n\n'
+FINAL = {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 3}}
+STREAM = _event(CONTENT) + SPACED + _event(FINAL) + b"data: [DONE]\n\n"
+EXPECTED = (_event({k: v for k, v in CONTENT.items() if k != "usage"}) + b'data: {"id": "c1", "choices": []}\n\n'
+            + _event(FINAL) + b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 13, 64, len(STREAM)])
+def test_usage_nulls_dropped_whatever_the_reads_cut(size: int) -> None:
+    reads = [STREAM[i:i + size] for i in range(0, len(STREAM), size)]
+    out = b"".join(_without_usage_nulls(iter(reads)))
+    assert out == EXPECTED
+    # Content that merely mentions the field (escaped inside a JSON string) is untouched.
+    assert json.loads(out.split(b"\n\n")[0][6:])["choices"][0]["delta"]["content"] == 'say "usage":null'
+
+
+def test_usage_nulls_dropped_from_async_reads() -> None:
+    async def reads():
+        for i in range(0, len(STREAM), 7):
+            yield STREAM[i:i + 7]
+
+    async def collect() -> bytes:
+        return b"".join([data async for data in _awithout_usage_nulls(reads())])
+
+    assert asyncio.run(collect()) == EXPECTED
+
+
+def test_the_stream_decodes_through_the_dropper_only_when_we_asked_for_usage(client, telemetry, fake_openai):
+    ours = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert isinstance(ours.__wrapped__._decoder, _UsageNullDropper)
+    chunks = list(ours)
+    theirs = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": True})
+    assert not isinstance(theirs.__wrapped__._decoder, _UsageNullDropper)
+    their_chunks = list(theirs)
+    assert their_chunks[-1].usage is not None and chunks[-1].usage is None  # ours hidden, theirs kept
+    assert all("usage" not in c.model_dump(exclude_unset=True) for c in chunks)
+    span = telemetry.llm_spans()[0]
+    assert span.attributes["gen_ai.usage.output_tokens"] == their_chunks[-1].usage.completion_tokens
