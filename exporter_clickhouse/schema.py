@@ -20,6 +20,12 @@ Usage::
                   settings={**schema.INSERT_SETTINGS, "insert_deduplication_token": batch_id})
     schema.backfill(client, options, start, end)     # spans stored before the views existed
 
+    # A sharded, replicated cluster: <name>_local tables + Distributed tables under the usual names.
+    replicated = "ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')"
+    cluster = SchemaOptions(cluster="llmtel", engine=replicated)
+    for statement in schema.render_cluster(cluster):
+        client.command(statement)
+
 The statements live in ``schema/*.sql``; this module only fills them in. Identifiers are
 validated and backtick-quoted; no value is ever formatted into SQL (the backfill window travels
 as query parameters).
@@ -36,6 +42,7 @@ from importlib import resources
 from typing import Any
 
 __all__ = [
+    "CLUSTER_LOCAL_SUFFIX",
     "FULL_TEXT_SEARCH_MIN_VERSION",
     "INSERT_SETTINGS",
     "TRACES_COLUMNS",
@@ -47,6 +54,7 @@ __all__ = [
     "quote_identifier",
     "render",
     "render_backfill",
+    "render_cluster",
     "render_traces",
     "rollup_engine",
     "server_has_full_text_search",
@@ -301,6 +309,81 @@ def render(options: SchemaOptions) -> list[str]:
                 _render("dedup_window.sql", {**values, "table": quote_identifier(table),
                                              "window": str(options.deduplication_window)})
             )
+    return statements
+
+
+# The cluster layout (render_cluster): each node holds the real tables under <name>_local; the
+# usual names are Distributed tables over them.
+CLUSTER_LOCAL_SUFFIX = "_local"
+
+# How the Distributed tables written through spread rows over shards: by trace, so a trace's
+# spans, its trace-id lookup row and its llm_calls rows live on one shard (the lookup's min/max
+# and a trace view then read one shard, and the views below see whole traces).
+_TRACE_SHARDING_KEY = "cityHash64(TraceId)"
+
+
+def render_cluster(options: SchemaOptions) -> list[str]:
+    """The schema for a sharded, replicated cluster, in execution order (all idempotent, all ``ON CLUSTER``).
+
+    Every node gets the tables of ``render()`` under ``<name>_local`` (``otel_traces_local``,
+    ``llm_calls_local``...; give a ``Replicated*`` ``options.engine``), with the materialized views
+    between the local tables, so each shard fills its own LLM layer from the spans it stores.
+    The usual names become ``Distributed`` tables over them: ``otel_traces`` (written by the
+    Collector and llmtel's exporter, sharded by trace) and ``llm_calls`` (same key, so a backfill
+    can write through it) for reads and writes, ``otel_traces_trace_id_ts`` and
+    ``llm_usage_daily`` for reads. Writers, Grafana and the CLI keep their table names.
+    ``options.cluster`` names the cluster (``remote_servers``), used by ``ON CLUSTER`` and by
+    the Distributed tables.
+    """
+    if not options.cluster:
+        raise ValueError("render_cluster needs options.cluster: the cluster's name in remote_servers")
+    values = _values(options)
+    local = {
+        name: quote_identifier(table + CLUSTER_LOCAL_SUFFIX)
+        for name, table in (
+            ("traces_table", options.traces_table),
+            ("trace_id_ts_table", options.trace_id_ts_table),
+            ("llm_calls_table", options.llm_calls_table),
+            ("llm_usage_daily_table", options.llm_usage_daily_table),
+        )
+    }
+    values = {**values, **local, "llm_calls_select": _render("llm_calls_select.sql", {
+        "database": values["database"], "traces_table": local["traces_table"],
+    })}
+    statements = []
+    if options.database != _DEFAULT_DATABASE:
+        statements.append(_render("database.sql", values))
+    statements.append(_render("traces_table.sql", values, {"full_text_search": options.full_text_search}))
+    statements.append(_render("traces_trace_id_ts_table.sql", {
+        **values, "engine": lookup_engine(options.engine),
+        "ttl": ttl_expression("toDateTime(Start)", options.ttl_seconds),
+    }))
+    statements.append(_render("traces_trace_id_ts_mv.sql", values))
+    statements.append(_render("llm_calls_table.sql", values))
+    statements.append(_render("llm_calls_mv.sql", values))
+    statements.append(_render("llm_usage_daily_table.sql", {
+        **values, "engine": rollup_engine(options.engine), "ttl": ttl_expression("Day", options.ttl_seconds),
+    }))
+    statements.append(_render("llm_usage_daily_mv.sql", values))
+    cluster = options.cluster if options.cluster.startswith("'") else f"'{options.cluster}'"
+    for table, sharding_key in (
+        (options.traces_table, _TRACE_SHARDING_KEY),
+        (options.trace_id_ts_table, ""),
+        (options.llm_calls_table, _TRACE_SHARDING_KEY),
+        (options.llm_usage_daily_table, ""),
+    ):
+        statements.append(_render("cluster_distributed_table.sql", {
+            **values,
+            "table": quote_identifier(table),
+            "local_table": quote_identifier(table + CLUSTER_LOCAL_SUFFIX),
+            "cluster": cluster,
+            "sharding_key": f", {sharding_key}" if sharding_key else "",
+        }))
+    if not options.replicated and options.deduplication_window > 0:
+        for name in ("traces_table", "trace_id_ts_table", "llm_calls_table", "llm_usage_daily_table"):
+            statements.append(_render("dedup_window.sql", {
+                **values, "table": local[name], "window": str(options.deduplication_window),
+            }))
     return statements
 
 
