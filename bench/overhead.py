@@ -150,7 +150,7 @@ def chat_stream_body(chunks: int, include_usage: bool) -> bytes:
         body = {**_COMMON, "object": "chat.completion.chunk", "choices": choices, **extra}
         if include_usage and "usage" not in body:
             body["usage"] = None  # the real API sends "usage": null on every chunk once it was asked for
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"  # the API's compact JSON
 
     parts = []
     for i in range(chunks):

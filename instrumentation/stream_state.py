@@ -16,7 +16,8 @@ from llmtel.instrumentation import semconv as sc
 class ChatStreamState:
     """``chat.completion.chunk`` (and legacy ``text_completion``) streams."""
 
-    __slots__ = ("id", "model", "service_tier", "fingerprint", "usage", "finish", "hide_usage", "texts", "tools")
+    __slots__ = ("id", "model", "service_tier", "fingerprint", "usage", "finish", "hide_usage", "unset_usage", "texts",
+                 "tools")
 
     def __init__(self, hide_usage: bool, keep_text: bool) -> None:
         self.id: str | None = None
@@ -26,6 +27,9 @@ class ChatStreamState:
         self.usage: Any = None
         self.finish: dict[int, str] = {}
         self.hide_usage = hide_usage
+        # Chunks that carry "usage": null because we asked: take it out of their fields-set
+        # (off when the stream's bytes reach the SDK without the field, streams._drop_usage_nulls).
+        self.unset_usage = hide_usage
         # Per choice: accumulated text, and tool calls by index -> [id, name, arguments].
         self.texts: dict[int, list[str]] | None = {} if keep_text else None
         self.tools: dict[int, dict[int, list[str]]] = {}
@@ -44,7 +48,7 @@ class ChatStreamState:
             self.usage = usage
             if self.hide_usage and not choices:
                 return True
-        elif self.hide_usage:
+        elif self.unset_usage:
             # We asked for usage, so every chunk carries "usage": null; without our request it
             # would not carry the field at all. Keep model_dump(exclude_unset=True) identical.
             chunk.__pydantic_fields_set__.discard("usage")

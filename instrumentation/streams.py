@@ -62,40 +62,42 @@ _USAGE_NULL = b',"usage":null'
 _USAGE_NULL_SPACED = b', "usage": null'
 
 
-def _strip_usage_nulls(data: bytes) -> bytes:
-    if _USAGE_NULL in data:
-        data = data.replace(_USAGE_NULL, b"")
-    if _USAGE_NULL_SPACED in data:
-        data = data.replace(_USAGE_NULL_SPACED, b"")
-    return data
-
-
-def _whole_lines(data: bytes, carry: bytes) -> tuple[bytes, bytes]:
-    """``carry + data`` split after its last newline: a field cut between two reads is never missed."""
-    if carry:
-        data = carry + data
-    end = data.rfind(b"\n") + 1
-    return _strip_usage_nulls(data[:end]), data[end:]
+def _usage_null_form(data: bytes) -> bytes:
+    """The form this stream writes the field in, from its first bytes (one replace per read after)."""
+    return _USAGE_NULL_SPACED if _USAGE_NULL not in data and _USAGE_NULL_SPACED in data else _USAGE_NULL
 
 
 def _without_usage_nulls(reads: Iterator[bytes]) -> Iterator[bytes]:
+    # Split after the last newline of each read: a field cut between two reads is never missed.
     carry = b""
+    form = None
     for data in reads:
-        lines, carry = _whole_lines(data, carry)
-        if lines:
-            yield lines
+        if carry:
+            data = carry + data
+        end = data.rfind(b"\n") + 1
+        carry = data[end:]
+        if end:
+            if form is None:
+                form = _usage_null_form(data)
+            yield data[:end].replace(form, b"")
     if carry:
-        yield _strip_usage_nulls(carry)
+        yield carry.replace(form or _usage_null_form(carry), b"")
 
 
 async def _awithout_usage_nulls(reads: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     carry = b""
+    form = None
     async for data in reads:
-        lines, carry = _whole_lines(data, carry)
-        if lines:
-            yield lines
+        if carry:
+            data = carry + data
+        end = data.rfind(b"\n") + 1
+        carry = data[end:]
+        if end:
+            if form is None:
+                form = _usage_null_form(data)
+            yield data[:end].replace(form, b"")
     if carry:
-        yield _strip_usage_nulls(carry)
+        yield carry.replace(form or _usage_null_form(carry), b"")
 
 
 class _UsageNullDropper:
@@ -129,6 +131,8 @@ def _drop_usage_nulls(stream: Any, invocation: Invocation) -> None:
         decoder = getattr(stream, "_decoder", None)
         if decoder is not None and hasattr(decoder, "iter_bytes") and not isinstance(decoder, _UsageNullDropper):
             stream._decoder = _UsageNullDropper(decoder)
+            # The chunks arrive without the field: nothing to take out of their fields-set.
+            invocation.stream_state.unset_usage = False
     except Exception:  # noqa: BLE001 - the SDK then reads the fields itself; on_chunk hides them
         _logger.debug("llmtel: could not wrap the stream decoder", exc_info=True)
 

@@ -18,11 +18,12 @@ def _event(body: dict) -> bytes:
 
 CONTENT = {"id": "c1", "object": "chat.completion.chunk",
            "choices": [{"index": 0, "delta": {"content": 'say "usage":null'}}], "usage": None}
-SPACED = b'data: {"id": "c1", "choices": [], "usage": null}\n\n'
 FINAL = {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 3}}
-STREAM = _event(CONTENT) + SPACED + _event(FINAL) + b"data: [DONE]\n\n"
-EXPECTED = (_event({k: v for k, v in CONTENT.items() if k != "usage"}) + b'data: {"id": "c1", "choices": []}\n\n'
-            + _event(FINAL) + b"data: [DONE]\n\n")
+STREAM = _event(CONTENT) + _event(CONTENT) + _event(FINAL) + b"data: [DONE]\n\n"
+EXPECTED = 2 * _event({k: v for k, v in CONTENT.items() if k != "usage"}) + _event(FINAL) + b"data: [DONE]\n\n"
+# Re-serialised by a proxy with json.dumps' default separators.
+SPACED = b'data: {"id": "c1", "choices": [], "usage": null}\n\n' * 2 + b"data: [DONE]\n\n"
+SPACED_EXPECTED = b'data: {"id": "c1", "choices": []}\n\n' * 2 + b"data: [DONE]\n\n"
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 13, 64, len(STREAM)])
@@ -32,6 +33,8 @@ def test_usage_nulls_dropped_whatever_the_reads_cut(size: int) -> None:
     assert out == EXPECTED
     # Content that merely mentions the field (escaped inside a JSON string) is untouched.
     assert json.loads(out.split(b"\n\n")[0][6:])["choices"][0]["delta"]["content"] == 'say "usage":null'
+    spaced_reads = [SPACED[i:i + size] for i in range(0, len(SPACED), size)]
+    assert b"".join(_without_usage_nulls(iter(spaced_reads))) == SPACED_EXPECTED
 
 
 def test_usage_nulls_dropped_from_async_reads() -> None:
