@@ -13,7 +13,10 @@ recommended ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``):
 ``export, llmtel schema``    end to end: span objects → Native → rows stored in a chDB store with
                              the whole schema the exporter creates (``otel_traces`` with its text
                              indexes, the trace-id lookup view, ``llm_calls`` and ``llm_usage_daily``
-                             views), dedup token and insert settings as in production
+                             views), dedup token and insert settings as in production. ``export()``
+                             returns once the rows are stored (or spooled: the bench fails if any
+                             batch was), and at the end every table's row count is checked against
+                             the spans exported
 ``export, Collector tables`` the same into the Collector's tables only (traces + lookup view)
 ``encode only``              the Python half: ``columns.encode_spans`` (spans → Native bytes)
 ``OTLP encode``              the reference: ``encode_spans(batch).SerializeToString()`` of the
@@ -39,6 +42,7 @@ import clickhouse_connect
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as otlp_encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from llmtel.exporter_clickhouse import ClickHouseSpanExporter, schema
@@ -88,8 +92,8 @@ def make_spans(count: int) -> list[ReadableSpan]:
 
 def rate(
     action: Callable[[Sequence[ReadableSpan]], object], batches: list[list[ReadableSpan]], seconds: float
-) -> float:
-    """Spans per second of ``action`` over whole passes through ``batches``, for at least ``seconds``."""
+) -> tuple[float, int]:
+    """(spans per second, spans done) of ``action`` over whole passes through ``batches``, for at least ``seconds``."""
     done = 0
     started = time.perf_counter()
     while True:
@@ -98,7 +102,27 @@ def rate(
             done += len(batch)
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
-            return done / elapsed
+            return done / elapsed, done
+
+
+def exporting(exporter: ClickHouseSpanExporter) -> Callable[[Sequence[ReadableSpan]], object]:
+    """``exporter.export`` that fails loudly unless the batch was stored (not spooled, not dropped)."""
+
+    def export(batch: Sequence[ReadableSpan]) -> None:
+        result = exporter.export(batch)
+        assert result is SpanExportResult.SUCCESS, f"export() returned {result}"
+        assert exporter.spool is not None and not exporter.spool.has_pending(), "the store refused a batch"
+
+    return export
+
+
+def check_stored(client: object, database: str, exported: int, llm_spans: int) -> None:
+    """Every exported span is a row in the traces table and (all are LLM calls) in llm_calls."""
+    stored = client.command(f"SELECT count() FROM `{database}`.otel_traces")  # type: ignore[attr-defined]
+    assert stored == exported, f"{database}: {stored:,} rows stored for {exported:,} spans exported"
+    if llm_spans:
+        calls = client.command(f"SELECT count() FROM `{database}`.llm_calls")  # type: ignore[attr-defined]
+        assert calls == llm_spans, f"{database}: {calls:,} llm_calls rows for {llm_spans:,} spans"
 
 
 def main() -> None:
@@ -126,12 +150,13 @@ def main() -> None:
             setup.command(statement)
         collector = ClickHouseSpanExporter(endpoint=f"chdb://{store}", database="bench_collector",
                                            data_dir=data_dir, create_schema=False)
-        full.export(spans[:10])  # opens the store, creates the schema
-        collector.export(spans[:10])
+        exported = {"export, llmtel schema": 10, "export, Collector tables": 10}
+        exporting(full)(spans[:10])  # opens the store, creates the schema
+        exporting(collector)(spans[:10])
 
         modes: dict[str, Callable[[Sequence[ReadableSpan]], object]] = {
-            "export, llmtel schema": full.export,
-            "export, Collector tables": collector.export,
+            "export, llmtel schema": exporting(full),
+            "export, Collector tables": exporting(collector),
             "encode only": encode_spans,
             "OTLP encode": lambda batch: otlp_encode_spans(batch).SerializeToString(),
         }
@@ -140,13 +165,17 @@ def main() -> None:
             for size in BATCH_SIZES:
                 batches = [spans[start : start + size] for start in range(0, len(spans) - size + 1, size)]
                 for name, action in modes.items():
-                    figure = rate(action, batches, arguments.seconds)
+                    figure, done = rate(action, batches, arguments.seconds)
+                    if name in exported:
+                        exported[name] += done
                     results.setdefault((name, size), []).append(figure)
                     print(f"  round {round_number + 1}  batch {size:5d}  {name:26s} {figure:9,.0f} spans/s", flush=True)
-        stored = setup.command("SELECT count() FROM bench_full.otel_traces")
         for exporter in (full, collector):
-            assert exporter.spool is not None and not exporter.spool.pending(), "the bench spooled batches"
             exporter.shutdown()
+        # The bench's spans are all LLM calls: each must be in llm_calls too (the views ran).
+        check_stored(setup, "bench_full", exported["export, llmtel schema"], exported["export, llmtel schema"])
+        check_stored(setup, "bench_collector", exported["export, Collector tables"], 0)
+        stored = exported["export, llmtel schema"]
         setup.close()
     finally:
         shutil.rmtree(store, ignore_errors=True)
@@ -154,7 +183,7 @@ def main() -> None:
 
     print()
     print(f"median of {arguments.rounds} rounds, >= {arguments.seconds:g} s each "
-          f"({stored:,} spans stored in the llmtel-schema database)")
+          f"({stored:,} spans stored in the llmtel-schema database, row counts checked)")
     print(f"{'':28s}" + "".join(f"{'batch ' + str(size):>16s}" for size in BATCH_SIZES))
     medians = {key: statistics.median(values) for key, values in results.items()}
     for name in modes:

@@ -15,9 +15,14 @@ Values follow the Collector (``exporter_traces.go`` and pdata):
 
 Why an encoder of our own: clickhouse-connect's column writers want one ``dict`` per Map row
 and sample every column to size its blocks; for spans of 20 attributes that cost more than
-everything else in the exporter. Here a batch is walked once into flat lists (all keys of all
-spans in one list, all values in another, plus offsets), and each flat list is written with a
-few C-level passes (``map``, ``b"".join``, ``struct.pack``). ``LowCardinality`` columns (span
+everything else in the exporter. Here a batch is read column by column, with no Python loop
+per span or per attribute: each span field is one ``map`` over an ``attrgetter`` (the SDK's
+``ReadableSpan`` through the fields behind its properties), all keys of all spans are one
+``chain`` over their attribute dicts, all values another, and each value is turned into its
+UTF-8 text in the same C-level pass that reads it (its type picks a converter). A batch is
+large (8192 spans: ~170,000 attribute values), so every extra pass over the span objects costs
+cache misses: each object is read once. Resources, scopes and trace states, shared by many
+spans, are converted once each and their bytes repeated. ``LowCardinality`` columns (span
 names, attribute keys) are written as a dictionary plus one small index per row, as the table
 stores them: half the bytes of plain strings, and nothing for the server to convert.
 """
@@ -25,14 +30,22 @@ stores them: half the bytes of plain strings, and nothing for the server to conv
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
+import operator
 import struct
+import sys
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate, chain
+from operator import attrgetter, itemgetter, methodcaller, sub
 from typing import Any, NamedTuple
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import SpanContext, Status
 
 from llmtel.exporter_clickhouse.schema import TRACES_COLUMNS
 
@@ -186,46 +199,6 @@ def as_string(value: Any) -> str:
         return str(value)
 
 
-class _ArrayTexts(dict):
-    """Tuples of strings (``finish_reasons``, ``stop_sequences``) → JSON text, computed once.
-
-    Only all-str tuples are cached: (True,) == (1,) as dict keys, and they are different text.
-    """
-
-    def __missing__(self, key: tuple) -> str:
-        text = as_string(key)
-        if len(self) < 4096:
-            self[key] = text
-        return text
-
-
-_ARRAY_TEXTS = _ArrayTexts()
-
-
-def _tuple_text(value: tuple) -> str:
-    if value and all(type(item) is str for item in value):
-        return _ARRAY_TEXTS[value]
-    return as_string(value)
-
-
-# type → AsString for the value types attributes hold; anything else goes through as_string.
-_TEXT_OF: dict[type, Any] = {
-    int: int.__repr__,
-    float: format_double,
-    bool: lambda value: "true" if value else "false",
-    tuple: _tuple_text,
-}
-
-
-def _stringify(values: list) -> list:
-    """``values`` with each non-str item replaced by its AsString text."""
-    text_of = _TEXT_OF.get
-    return [
-        value if value.__class__ is str else text_of(value.__class__, as_string)(value)
-        for value in values
-    ]
-
-
 # --- Native encoding -----------------------------------------------------------------------
 
 
@@ -281,21 +254,37 @@ def _encode_text(text: str) -> bytes:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
-def _string_column(values: Sequence[str], out: list[bytes]) -> None:
-    """Append a Native ``String`` column: per value a LEB128 length, then the UTF-8 bytes."""
+def _string_column(values: list[str]) -> bytes:
+    """A Native ``String`` column: per value a LEB128 length, then the UTF-8 bytes."""
     try:
         encoded = list(map(str.encode, values))
     except UnicodeEncodeError:
-        encoded = [_encode_text(value) for value in values]
-    parts: list[bytes] = [b""] * (2 * len(encoded))
-    parts[0::2] = map(_PREFIXES.__getitem__, map(len, encoded))
-    parts[1::2] = encoded
-    out.append(b"".join(parts))
+        encoded = list(map(_encode_text, values))
+    return _bytes_column(encoded)
 
 
-def _repeating_string_column(values: Iterable[str], out: list[bytes]) -> None:
+def _bytes_column(encoded: list[bytes]) -> bytes:
+    """A Native ``String`` column of values already in UTF-8."""
+    chunks: list[bytes] = [b""] * (2 * len(encoded))
+    chunks[0::2] = map(_PREFIXES.__getitem__, map(len, encoded))
+    chunks[1::2] = encoded
+    return b"".join(chunks)
+
+
+def _repeating_string_column(values: Iterable[str]) -> bytes:
     """A ``String`` column whose values repeat a lot: each distinct value is encoded once."""
-    out.append(b"".join(map(_REPEATING.__getitem__, values)))
+    return b"".join(map(_REPEATING.__getitem__, values))
+
+
+def _little_endian(code: str, values: Iterable[int]) -> bytes:
+    """Fixed-width integers as ClickHouse stores them (little-endian), from an ``array`` type code."""
+    packed = array(code, values)
+    if _BIG_ENDIAN_HOST:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
 
 
 class _Positions(dict):
@@ -316,29 +305,28 @@ _NEED_UPDATE_DICTIONARY = 1 << 10
 _INDEX_FORMATS = ((0, 1 << 8, "B"), (1, 1 << 16, "H"), (2, 1 << 32, "I"), (3, 1 << 64, "Q"))
 
 
-def _low_cardinality_column(values: Sequence[str], out: list[bytes]) -> None:
+def _low_cardinality_column(values: Iterable[str], out: list[bytes]) -> None:
     """The data of a ``LowCardinality(String)`` column (its version prefix is written apart)."""
-    if not values:
-        return
     positions = _Positions()
     indexes = list(map(positions.__getitem__, values))
-    size = len(positions)
+    _low_cardinality_data(positions, indexes, out)
+
+
+def _low_cardinality_data(dictionary: Mapping[str, int], indexes: list[int], out: list[bytes]) -> None:
+    """A LowCardinality chunk: ``dictionary`` (values in position order) and one index per row."""
+    if not indexes:
+        return
+    size = len(dictionary)
     width, code = next((width, code) for width, bound, code in _INDEX_FORMATS if size < bound)
     out.append(struct.pack("<QQ", width | _HAS_ADDITIONAL_KEYS | _NEED_UPDATE_DICTIONARY, size))
-    _repeating_string_column(positions, out)
+    out.append(_repeating_string_column(dictionary))
     out.append(struct.pack("<Q", len(indexes)))
-    out.append(bytes(indexes) if code == "B" else array(code, indexes).tobytes())
+    out.append(bytes(indexes) if code == "B" else _little_endian(code, indexes))
 
 
-def _offsets(counts: Sequence[int], out: list[bytes]) -> None:
+def _offsets(counts: Iterable[int]) -> bytes:
     """Array offsets: UInt64 running totals of the per-row lengths."""
-    total = 0
-    running = []
-    append = running.append
-    for count in counts:
-        total += count
-        append(total)
-    out.append(struct.pack(f"<{len(running)}Q", *running))
+    return _little_endian("Q", accumulate(counts))
 
 
 def _column_header(name: str, type_name: str, out: list[bytes]) -> None:
@@ -347,7 +335,86 @@ def _column_header(name: str, type_name: str, out: list[bytes]) -> None:
         out.append(_PREFIXES[len(data)] + data)
 
 
-# --- spans → flat column buffers -----------------------------------------------------------
+def _hex_id_column(ids: list, digits: int) -> bytes:
+    """A ``String`` column of ids in lowercase hex, ``digits`` wide; ``''`` for 0 (pdata's invalid id)."""
+    if not ids:
+        return b""
+    if all(ids) and min(ids) > 0 and max(ids) < 1 << (4 * digits):
+        # Every text is `digits` ASCII characters: the length prefix is one constant character.
+        return "".join(map(f"{chr(digits)}{{:0{digits}x}}".format, ids)).encode("ascii")
+    width = f"0{digits}x"
+    return _string_column([format(number, width) if number else "" for number in ids])
+
+
+# --- attribute values → text ---------------------------------------------------------------
+
+
+class _FloatTexts(dict):
+    """float → its AsString text in UTF-8; short texts (temperature 0.7, top_p 1) are kept, as
+    such values repeat, while a cost or a latency rarely does and would only evict them."""
+
+    def __missing__(self, value: float) -> bytes:
+        text = format_double(value).encode()
+        # 0.0 and -0.0 are one key with two texts, NaN is never found again: neither is kept.
+        if len(text) <= 8 and value and value == value and len(self) < 4096:
+            self[value] = text
+        return text
+
+
+class _TupleTexts(dict):
+    """Tuples of strings (``finish_reasons``, ``stop_sequences``) → JSON text in UTF-8, made once.
+
+    Only all-str tuples are kept (``(True,) == (1,)`` as keys, with different texts), so a hit is
+    a tuple equal to a kept one: the same text.
+    """
+
+    def __missing__(self, value: tuple) -> bytes:
+        text = _encode_text(as_string(value))
+        if value and len(self) < 4096 and all(type(item) is str for item in value):
+            self[value] = text
+        return text
+
+
+class _Converters(dict):
+    """value type → a C-level callable giving the UTF-8 of its AsString text; other types → Python."""
+
+    def __missing__(self, kind: type) -> Any:
+        return _any_value_bytes
+
+
+def _any_value_bytes(value: Any) -> bytes:
+    return _encode_text(as_string(value))
+
+
+# b"%d" % n is int.__repr__ straight to bytes; str.encode fails on a lone surrogate, and then
+# the column is made again through _any_value_bytes (see _value_column).
+_VALUE_BYTES = _Converters({
+    str: str.encode,
+    int: b"%d".__mod__,
+    float: _FloatTexts().__getitem__,
+    bool: {True: b"true", False: b"false"}.__getitem__,
+    tuple: _TupleTexts().__getitem__,
+})
+
+# operator.call is new in Python 3.11.
+_call = getattr(operator, "call", None) or (lambda function, value: function(value))
+
+
+def _value_column(values: list) -> bytes:
+    """Attribute values as a ``String`` column of their AsString texts.
+
+    One pass over the values: each is read once (its type picks a converter, the converter
+    gives its UTF-8 bytes), all in C-level ``map`` calls; a Python frame runs only for a value
+    that needs one (a float seen for the first time, an unusual type).
+    """
+    try:
+        encoded = list(map(_call, map(_VALUE_BYTES.__getitem__, map(type, values)), values))
+    except UnicodeEncodeError:
+        encoded = list(map(_any_value_bytes, values))
+    return _bytes_column(encoded)
+
+
+# --- spans → column lists ------------------------------------------------------------------
 
 
 def _raw_mapping(attributes: Any) -> Mapping[str, Any]:
@@ -364,7 +431,7 @@ def _raw_mapping(attributes: Any) -> Mapping[str, Any]:
     return attributes if attributes else {}
 
 
-def _span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+def _span_attributes(span: Any) -> Mapping[str, Any]:
     # The SDK's ReadableSpan keeps the BoundedAttributes in _attributes; the public property
     # allocates a MappingProxyType around it on every read.
     raw = getattr(span, "_attributes", None)
@@ -373,163 +440,225 @@ def _span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     return _raw_mapping(raw)
 
 
-def _hex_trace_id(trace_id: int) -> str:
-    # pdata's TraceID.String() is "" for the all-zero (invalid) id.
-    return format(trace_id, "032x") if trace_id else ""
+def _plain_mappings(attributes: list) -> list[Mapping[str, Any]]:
+    """Attribute holders (BoundedAttributes, dicts, None) → the mappings to read, read-only."""
+    kinds = set(map(type, attributes))
+    if kinds == {dict}:
+        return attributes
+    if kinds == {BoundedAttributes}:
+        with contextlib.suppress(AttributeError):  # an SDK that renamed its internals: the generic way
+            return list(map(_INNER_DICT, attributes))
+    return list(map(_raw_mapping, attributes))
 
 
-def _hex_span_id(span_id: int) -> str:
-    return format(span_id, "016x") if span_id else ""
+def _plain_sequences(items: list) -> list[Sequence[Any]]:
+    """Event or link holders (the SDK's BoundedList, lists, tuples, None) → sequences to read."""
+    kinds = set(map(type, items))
+    if kinds <= {list, tuple}:
+        return items
+    if kinds == {BoundedList}:
+        # BoundedList iterates under a lock through a Python-level __iter__; its deque does not.
+        with contextlib.suppress(AttributeError):
+            return list(map(_INNER_DEQUE, items))
+    return [() if item is None else item for item in items]
 
 
-class _MapBuffer:
-    """A Map(LowCardinality(String), String) column (or the maps in an Array of maps), flattened."""
+def _span_events(span: Any) -> Any:
+    events = getattr(span, "_events", None)
+    return span.events if events is None else events
 
-    __slots__ = ("counts", "keys", "values")
 
-    def __init__(self) -> None:
-        self.counts: list[int] = []
-        self.keys: list[str] = []
-        self.values: list[Any] = []
+def _span_links(span: Any) -> Any:
+    links = getattr(span, "_links", None)
+    return span.links if links is None else links
 
-    def add(self, mapping: Mapping[str, Any]) -> None:
-        self.counts.append(len(mapping))
-        if mapping:
-            self.keys.extend(mapping.keys())
-            self.values.extend(mapping.values())
 
-    def encode(self, out: list[bytes], *, repeating_values: bool = False) -> None:
+_INNER_DICT = attrgetter("_dict")
+_INNER_DEQUE = attrgetter("_dq")
+_SDK_SPAN_FIELDS = ("_start_time", "_end_time", "_name", "_context", "_parent", "_kind", "_resource",
+                    "_instrumentation_scope", "_status")
+_PUBLIC_SPAN_FIELDS = ("start_time", "end_time", "name", "context", "parent", "kind", "resource",
+                       "instrumentation_scope", "status")
+
+
+class _SpanFields(NamedTuple):
+    """A batch read column-wise: one list per span field, in span order."""
+
+    starts: list
+    ends: list
+    names: list
+    contexts: list
+    parents: list
+    kinds: list
+    resources: list
+    scopes: list
+    statuses: list
+    attributes: list
+    events: list
+    links: list
+
+
+def _read_fields(spans: Sequence[Any]) -> _SpanFields:
+    """Each field of every span in one C-level pass (``map`` over an ``attrgetter``).
+
+    The SDK's own ``ReadableSpan`` is read through the attributes its properties return, which
+    saves a Python-level call per field and span; other span objects (``otlp.ReceivedSpan``, a
+    wrapper) through their public properties, exactly as ``ReadableSpan`` documents them.
+    """
+    if set(map(type, spans)) == {ReadableSpan}:
+        try:
+            fields = [list(map(attrgetter(name), spans)) for name in _SDK_SPAN_FIELDS]
+            attributes = _plain_mappings(list(map(attrgetter("_attributes"), spans)))
+            events = _plain_sequences(list(map(attrgetter("_events"), spans)))
+            links = _plain_sequences(list(map(attrgetter("_links"), spans)))
+            return _SpanFields(*fields, attributes, events, links)
+        except AttributeError:
+            pass  # an SDK whose ReadableSpan keeps its fields otherwise: read the properties
+    fields = [list(map(attrgetter(name), spans)) for name in _PUBLIC_SPAN_FIELDS]
+    attributes = list(map(_span_attributes, spans))
+    events = _plain_sequences(list(map(_span_events, spans)))
+    links = _plain_sequences(list(map(_span_links, spans)))
+    return _SpanFields(*fields, attributes, events, links)
+
+
+def _context_fields(contexts: list) -> tuple[list, list, list]:
+    """(trace ids, span ids, trace states) of span contexts."""
+    if set(map(type, contexts)) == {SpanContext}:
+        # SpanContext is a tuple; its properties are Python-level item reads.
+        return (list(map(itemgetter(0), contexts)), list(map(itemgetter(1), contexts)),
+                list(map(itemgetter(4), contexts)))
+    return (list(map(attrgetter("trace_id"), contexts)), list(map(attrgetter("span_id"), contexts)),
+            list(map(attrgetter("trace_state"), contexts)))
+
+
+def _trace_state_column(states: list) -> bytes:
+    """The ``TraceState`` column: each distinct state object's header is made once."""
+    distinct = dict(zip(map(id, states), states, strict=True))
+    encoded = {key: _REPEATING[state.to_header() if state else ""] for key, state in distinct.items()}
+    return b"".join(map(encoded.__getitem__, map(id, states)))
+
+
+class _MapColumn:
+    """A ``Map(LowCardinality(String), String)`` column, or the maps inside an ``Array`` of them."""
+
+    def __init__(self, mappings: list[Mapping[str, Any]]) -> None:
+        self.counts = list(map(len, mappings))
+        self.keys = list(chain.from_iterable(mappings))
+        self.values = list(chain.from_iterable(map(methodcaller("values"), mappings)))
+
+    def encode(self, out: list[bytes]) -> None:
         """Offsets, keys, values; the caller writes the LowCardinality version prefix first."""
-        _offsets(self.counts, out)
+        out.append(_offsets(self.counts))
         _low_cardinality_column(self.keys, out)
-        values = _stringify(self.values)
-        if repeating_values:
-            _repeating_string_column(values, out)
-        else:
-            _string_column(values, out)
+        out.append(_value_column(self.values))
 
 
 class _ResourceColumns(NamedTuple):
     service_name: str
-    attributes: dict[str, str]
+    keys: tuple[str, ...]
+    values: bytes  # the Native String bytes of the attribute values, in key order
 
 
 def _resource_columns(resource: Any) -> _ResourceColumns:
-    attributes = {key: as_string(value) for key, value in _raw_mapping(resource.attributes).items()}
-    service_name = resource.attributes.get("service.name") if resource.attributes else None
+    attributes = _raw_mapping(resource.attributes)
+    service_name = attributes.get("service.name")
     # The Collector reads service.name with Value.Str(), which is "" for a non-string value.
-    return _ResourceColumns(service_name if type(service_name) is str else "", attributes)
+    return _ResourceColumns(
+        service_name if type(service_name) is str else "",
+        tuple(attributes),
+        _repeating_string_column(map(as_string, attributes.values())),
+    )
+
+
+def _resource_and_scope_columns(fields: _SpanFields, out: list[bytes], header: Any) -> None:
+    """ServiceName, ResourceAttributes, ScopeName, ScopeVersion: a batch holds a few resources
+    and scopes, each shared by many spans, so each is converted once and its bytes repeated."""
+    resource_ids = list(map(id, fields.resources))
+    distinct = dict(zip(resource_ids, fields.resources, strict=True))
+    resources = {key: _resource_columns(resource) for key, resource in distinct.items()}
+    header()
+    _low_cardinality_column(map(attrgetter("service_name"), map(resources.__getitem__, resource_ids)), out)
+
+    header()
+    # Keys numbered in order of first use, as a flat pass over every span's keys would number
+    # them: resources are visited in order of first appearance, each key list in its order.
+    positions = _Positions()
+    key_indexes = {key: tuple(map(positions.__getitem__, columns.keys)) for key, columns in resources.items()}
+    count_of = {key: len(columns.keys) for key, columns in resources.items()}
+    values_of = {key: columns.values for key, columns in resources.items()}
+    out.append(_offsets(map(count_of.__getitem__, resource_ids)))
+    _low_cardinality_data(positions, list(chain.from_iterable(map(key_indexes.__getitem__, resource_ids))), out)
+    out.append(b"".join(map(values_of.__getitem__, resource_ids)))
+
+    scope_ids = list(map(id, fields.scopes))
+    scopes = dict(zip(scope_ids, fields.scopes, strict=True))
+    names = {key: _REPEATING[scope.name or "" if scope is not None else ""] for key, scope in scopes.items()}
+    versions = {key: _REPEATING[scope.version or "" if scope is not None else ""] for key, scope in scopes.items()}
+    header()
+    out.append(b"".join(map(names.__getitem__, scope_ids)))
+    header()
+    out.append(b"".join(map(versions.__getitem__, scope_ids)))
+
+
+def _durations(starts: list, ends: list) -> list[int]:
+    # time.Duration(end - start) stored in a UInt64 column: a clock step backwards would be a
+    # huge number there, so it is written as 0 (as is a span without an end).
+    if None not in ends:
+        durations = list(map(sub, ends, starts))
+        if not durations or min(durations) >= 0:
+            return durations
+    return [end - start if end is not None and end > start else 0 for start, end in zip(starts, ends, strict=True)]
+
+
+def _event_columns(events: list[Sequence[Any]], out: list[bytes], header: Any) -> None:
+    """Events.Timestamp, Events.Name, Events.Attributes: arrays per span, flattened."""
+    counts = list(map(len, events))
+    offsets = _offsets(counts)
+    flat = list(chain.from_iterable(events))
+    try:
+        if not set(map(type, flat)) <= {Event}:
+            raise AttributeError  # not only SDK events: read the public properties
+        timestamps = list(map(attrgetter("_timestamp"), flat))
+        names = list(map(attrgetter("_name"), flat))
+        attributes = _plain_mappings(list(map(attrgetter("_attributes"), flat)))
+    except AttributeError:
+        timestamps = list(map(attrgetter("timestamp"), flat))
+        names = list(map(attrgetter("name"), flat))
+        attributes = [_raw_mapping(event.attributes) for event in flat]
+    if None in timestamps:
+        timestamps = [timestamp or 0 for timestamp in timestamps]
+    header()
+    out.append(offsets)
+    out.append(_little_endian("q", timestamps))
+    header()
+    out.append(offsets)
+    _low_cardinality_column(names, out)
+    header()
+    out.append(offsets)
+    _MapColumn(attributes).encode(out)
+
+
+def _link_columns(links: list[Sequence[Any]], out: list[bytes], header: Any) -> None:
+    """Links.TraceId, Links.SpanId, Links.TraceState, Links.Attributes (links are rare: a plain loop)."""
+    offsets = _offsets(map(len, links))
+    flat = list(chain.from_iterable(links))
+    contexts = [link.context for link in flat]
+    trace_ids, span_ids, states = _context_fields(contexts) if contexts else ([], [], [])
+    for column in (_hex_id_column(trace_ids, 32), _hex_id_column(span_ids, 16)):
+        header()
+        out.append(offsets)
+        out.append(column)
+    header()
+    out.append(offsets)
+    out.append(_repeating_string_column(state.to_header() if state else "" for state in states))
+    header()
+    out.append(offsets)
+    _MapColumn([_raw_mapping(link.attributes) for link in flat]).encode(out)
 
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> EncodedBatch:
     """One Native block holding ``spans`` as ``otel_traces`` rows (columns: ``INSERT_COLUMNS``)."""
     rows = len(spans)
-    timestamps: list[int] = []
-    trace_ids: list[str] = []
-    span_ids: list[str] = []
-    parent_ids: list[str] = []
-    trace_states: list[str] = []
-    names: list[str] = []
-    kinds: list[str] = []
-    service_names: list[str] = []
-    resource_maps = _MapBuffer()
-    scope_names: list[str] = []
-    scope_versions: list[str] = []
-    span_maps = _MapBuffer()
-    durations: list[int] = []
-    status_codes: list[str] = []
-    status_messages: list[str] = []
-    event_counts: list[int] = []
-    event_timestamps: list[int] = []
-    event_names: list[str] = []
-    event_maps = _MapBuffer()
-    link_counts: list[int] = []
-    link_trace_ids: list[str] = []
-    link_span_ids: list[str] = []
-    link_trace_states: list[str] = []
-    link_maps = _MapBuffer()
-
-    resources: dict[int, _ResourceColumns] = {}
-    trace_state_texts: dict[int, str] = {}
-    kind_names = SPAN_KIND_NAMES
-    status_names = STATUS_CODE_NAMES
-    span_counts, span_keys, span_values = span_maps.counts, span_maps.keys, span_maps.values
-
-    # The hot loop: one pass per span, appending to flat lists, nothing allocated per span but
-    # the hex ids. Enum members are read through ``_value_`` (the documented sunder attribute):
-    # ``.value`` is a Python-level descriptor call.
-    for span in spans:
-        context = span.context
-        start = span.start_time or 0
-        end = span.end_time
-        timestamps.append(start)
-        trace_id = context.trace_id
-        trace_ids.append(format(trace_id, "032x") if trace_id else "")  # pdata: "" for the zero id
-        span_id = context.span_id
-        span_ids.append(format(span_id, "016x") if span_id else "")
-        parent = span.parent
-        parent_ids.append(format(parent.span_id, "016x") if parent is not None and parent.span_id else "")
-        state = context.trace_state
-        text = trace_state_texts.get(id(state))
-        if text is None:
-            text = trace_state_texts[id(state)] = state.to_header() if state else ""
-        trace_states.append(text)
-        names.append(span.name)
-        kinds.append(kind_names[span.kind._value_])
-
-        resource = span.resource
-        resource_columns = resources.get(id(resource))
-        if resource_columns is None:
-            resource_columns = resources[id(resource)] = _resource_columns(resource)
-        service_names.append(resource_columns.service_name)
-        resource_maps.add(resource_columns.attributes)
-
-        scope = span.instrumentation_scope
-        if scope is not None:
-            scope_names.append(scope.name or "")
-            scope_versions.append(scope.version or "")
-        else:
-            scope_names.append("")
-            scope_versions.append("")
-
-        attributes = _span_attributes(span)
-        span_counts.append(len(attributes))
-        if attributes:
-            span_keys.extend(attributes)
-            span_values.extend(attributes.values())
-        # time.Duration(end - start) stored in a UInt64 column: a clock step backwards would
-        # be a huge number there, so it is written as 0.
-        durations.append(end - start if end is not None and end > start else 0)
-
-        status = span.status
-        status_codes.append(status_names[status.status_code._value_])
-        status_messages.append(status.description or "")
-
-        events = getattr(span, "_events", None)
-        if events is None:
-            events = span.events
-        count = len(events)
-        event_counts.append(count)
-        if count:
-            for event in events:
-                event_timestamps.append(event.timestamp or 0)
-                event_names.append(event.name)
-                event_maps.add(_raw_mapping(event.attributes))
-
-        links = getattr(span, "_links", None)
-        if links is None:
-            links = span.links
-        count = len(links)
-        link_counts.append(count)
-        if count:
-            for link in links:
-                link_context = link.context
-                link_trace_ids.append(_hex_trace_id(link_context.trace_id))
-                link_span_ids.append(_hex_span_id(link_context.span_id))
-                link_state = link_context.trace_state
-                link_trace_states.append(link_state.to_header() if link_state else "")
-                link_maps.add(_raw_mapping(link.attributes))
-
     out: list[bytes] = [_leb128(len(INSERT_COLUMNS)), _leb128(rows)]
     if not rows:
         # A block without rows carries the column names and types only (no data, no prefixes).
@@ -545,49 +674,47 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> EncodedBatch:
         if "LowCardinality" in type_name:
             out.append(_LOW_CARDINALITY_VERSION)
 
-    header()
-    out.append(struct.pack(f"<{rows}q", *timestamps))
-    for column in (trace_ids, span_ids, parent_ids):
-        header()
-        _string_column(column, out)
-    header()
-    _repeating_string_column(trace_states, out)
-    for column in (names, kinds, service_names):
-        header()
-        _low_cardinality_column(column, out)
-    header()
-    resource_maps.encode(out, repeating_values=True)
-    for column in (scope_names, scope_versions):
-        header()
-        _repeating_string_column(column, out)
-    header()
-    span_maps.encode(out)
-    header()
-    out.append(struct.pack(f"<{rows}Q", *durations))
-    header()
-    _low_cardinality_column(status_codes, out)
-    header()
-    _string_column(status_messages, out)
+    fields = _read_fields(spans)
+    starts = fields.starts
+    if None in starts:
+        starts = [start or 0 for start in starts]
+    trace_ids, span_ids, states = _context_fields(fields.contexts)
+    parents = fields.parents
+    parent_ids = [0 if parent is None else parent.span_id for parent in parents]
 
     header()
-    _offsets(event_counts, out)
-    out.append(struct.pack(f"<{len(event_timestamps)}q", *event_timestamps))
-    header()
-    _offsets(event_counts, out)
-    _low_cardinality_column(event_names, out)
-    header()
-    _offsets(event_counts, out)
-    event_maps.encode(out)
-
-    for column in (link_trace_ids, link_span_ids):
+    out.append(_little_endian("q", starts))
+    for column in (_hex_id_column(trace_ids, 32), _hex_id_column(span_ids, 16), _hex_id_column(parent_ids, 16)):
         header()
-        _offsets(link_counts, out)
-        _string_column(column, out)
+        out.append(column)
     header()
-    _offsets(link_counts, out)
-    _repeating_string_column(link_trace_states, out)
+    out.append(_trace_state_column(states))
     header()
-    _offsets(link_counts, out)
-    link_maps.encode(out)
+    _low_cardinality_column(fields.names, out)
+    header()
+    # Enum members are read through ``_value_`` (the documented sunder attribute): ``.value``
+    # is a Python-level descriptor call, and hashing a member a Python-level __hash__.
+    _low_cardinality_column(map(SPAN_KIND_NAMES.__getitem__, map(_ENUM_VALUE, fields.kinds)), out)
+    _resource_and_scope_columns(fields, out, header)
+    header()
+    _MapColumn(fields.attributes).encode(out)
+    header()
+    out.append(_little_endian("Q", _durations(starts, fields.ends)))
 
+    statuses = fields.statuses
+    if set(map(type, statuses)) == {Status}:
+        codes, descriptions = map(attrgetter("_status_code"), statuses), map(attrgetter("_description"), statuses)
+    else:
+        codes, descriptions = map(attrgetter("status_code"), statuses), map(attrgetter("description"), statuses)
+    header()
+    _low_cardinality_column(map(STATUS_CODE_NAMES.__getitem__, map(_ENUM_VALUE, codes)), out)
+    header()
+    messages = list(descriptions)
+    out.append(_string_column([message or "" for message in messages]) if any(messages) else b"\x00" * rows)
+
+    _event_columns(fields.events, out, header)
+    _link_columns(fields.links, out, header)
     return EncodedBatch(b"".join(out), rows)
+
+
+_ENUM_VALUE = attrgetter("_value_")

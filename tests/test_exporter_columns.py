@@ -122,3 +122,24 @@ def test_a_volume_batch_keeps_every_value() -> None:
     assert [row[11]["batch.number"] for row in rows] == [str(n) for n in range(3000)]
     assert all(row[11]["gen_ai.response.finish_reasons"] == '["stop"]' for row in rows)
     assert sum(len(row[16]) for row in rows) == sum(len(span.events) for span in spans)
+
+
+class _PublicView:
+    """A span object that is not the SDK's ReadableSpan: only its public properties show."""
+
+    def __init__(self, span: ReadableSpan) -> None:
+        self._span = span
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._span, name)
+
+
+def test_other_span_objects_are_read_through_their_public_properties_with_the_same_result() -> None:
+    # The SDK's own spans are read through their internal fields (faster); any other object
+    # through the properties ReadableSpan documents. Both ways must give the same block.
+    spans = every_kind_of_span() + span_batch(30)
+    assert encode_spans([_PublicView(span) for span in spans]) == encode_spans(spans)  # type: ignore[misc]
+    mixed = [_PublicView(span) if number % 2 else span for number, span in enumerate(spans)]
+    assert encode_spans(mixed) == encode_spans(spans)  # type: ignore[arg-type]

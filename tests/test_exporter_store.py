@@ -91,6 +91,31 @@ def test_many_batches_are_each_stored_once(make_exporter: Any, reader: Any) -> N
     assert (count, distinct) == (2000, 2000)
 
 
+def test_the_attribute_indexes_are_built_when_parts_merge_and_the_others_at_insert(
+    make_exporter: Any, reader: Any
+) -> None:
+    # The embedded store defers the attribute text indexes (most of an insert's cost) to merges.
+    exporter = make_exporter()
+    for seed in (1, 2):
+        assert exporter.export(span_batch(50, seed=seed)) is SpanExportResult.SUCCESS
+    database = exporter.config.database
+    sizes_query = (
+        f"SELECT name, data_compressed_bytes FROM system.data_skipping_indices "
+        f"WHERE database = '{database}' AND table = 'otel_traces'"
+    )
+    deferred = {"idx_res_attr_key", "idx_res_attr_items", "idx_span_attr_key", "idx_span_attr_items"}
+    sizes = dict(reader.query(sizes_query).result_rows)
+    assert deferred <= set(sizes) and all(sizes[name] == 0 for name in deferred)
+    assert sizes["idx_trace_id"] > 0 and sizes["idx_duration"] > 0
+    reader.command(f"OPTIMIZE TABLE `{database}`.otel_traces FINAL")
+    sizes = dict(reader.query(sizes_query).result_rows)
+    assert all(sizes[name] > 0 for name in deferred)
+    # Reads are the same with or without them.
+    assert reader.command(
+        f"SELECT count() FROM `{database}`.otel_traces WHERE has(mapKeys(SpanAttributes), 'batch.number')"
+    ) == 100
+
+
 def test_a_batch_replayed_after_an_ambiguous_failure_is_stored_once_views_included(
     make_exporter: Any, reader: Any
 ) -> None:
