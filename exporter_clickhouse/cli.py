@@ -169,20 +169,40 @@ class Conditions:
 def _time_conditions(conditions: Conditions, since: TimeBound | None, until: TimeBound | None,
                      column: str = "Timestamp", *, daily: bool = False) -> None:
     if since is not None:
-        if daily:
+        if daily and since.day is not None:
             conditions.add("Day >= {since_day:Date}", since_day=since.day)
+        elif daily:
+            # The day the window starts in is partial: it comes from llm_calls (_edge_days_condition).
+            conditions.add("Day > toDate(fromUnixTimestamp64Nano({since_ns:Int64}))", since_ns=since.nanoseconds)
         elif since.day is not None:
             conditions.add(f"{column} >= toDateTime64({{since_day:Date}}, 9)", since_day=since.day)
         else:
             conditions.add(f"{column} >= fromUnixTimestamp64Nano({{since_ns:Int64}})", since_ns=since.nanoseconds)
     if until is not None:
         # A day given as --until is included whole.
-        if daily:
+        if daily and until.day is not None:
             conditions.add("Day <= {until_day:Date}", until_day=until.day)
+        elif daily:
+            conditions.add("Day < toDate(fromUnixTimestamp64Nano({until_ns:Int64}))", until_ns=until.nanoseconds)
         elif until.day is not None:
             conditions.add(f"{column} < toDateTime64({{until_day:Date}} + 1, 9)", until_day=until.day)
         else:
             conditions.add(f"{column} < fromUnixTimestamp64Nano({{until_ns:Int64}})", until_ns=until.nanoseconds)
+
+
+def _edge_days_condition(since: TimeBound | None, until: TimeBound | None) -> str:
+    """The llm_calls rows of the days a window bound cuts (the rest of the window is whole days).
+
+    Days are ``toDate`` in the store's time zone on both sides, as the rollup's view computes
+    them, so the split needs no time zone here; llm_calls is partitioned by that day, so
+    ClickHouse reads only the edge days' partitions.
+    """
+    edges = []
+    if since is not None and since.day is None:
+        edges.append("toDate(Timestamp) = toDate(fromUnixTimestamp64Nano({since_ns:Int64}))")
+    if until is not None and until.day is None:
+        edges.append("toDate(Timestamp) = toDate(fromUnixTimestamp64Nano({until_ns:Int64}))")
+    return "(" + " OR ".join(edges) + ")" if edges else "0"
 
 
 # Filters: option → (clause, whether llm_usage_daily has the column).
@@ -226,18 +246,32 @@ def _operation_scope(args: argparse.Namespace, groups: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class StatsPlan:
-    """Where ``llmtel stats`` reads: ``source`` and, when it is llm_calls, why not the rollup."""
+    """Where ``llmtel stats`` reads: ``source`` and, when it is llm_calls, why not the rollup.
+
+    ``edge_days``: the rollup answers the window's whole days, and llm_calls the day(s) a
+    ``--since``/``--until`` time cuts in two.
+    """
 
     source: str  # "llm_usage_daily" or "llm_calls"
     reason: str = ""
+    edge_days: bool = False
+
+    @property
+    def description(self) -> str:
+        if self.edge_days:
+            return "llm_usage_daily (whole days) and llm_calls (the days the window cuts)"
+        return self.source + (f" (not the daily rollup: {self.reason})" if self.reason else "")
 
 
 def plan_stats(args: argparse.Namespace) -> StatsPlan:
-    """The rollup when it answers exactly the same: only its keys, only whole days; llm_calls otherwise.
+    """The rollup when it answers the same: only its keys; llm_calls otherwise.
 
     The rollup's keys are day, service, provider, model, operation and agent; it keeps counts,
     token and cost sums and duration digests. A window of dates (``--since 2026-11-01 --until
-    2026-11-30``) or none is whole days; ``--since 24h`` is not. ``--source`` forces a table.
+    2026-11-30``) or none is whole days. A window bounded by a time (``--since 30d``) reads its
+    whole days from the rollup and the day(s) it cuts from llm_calls, merged: the same counts,
+    tokens and cost, and percentiles within the t-digest's error. ``--source`` forces one table
+    (``--source daily`` only for whole days).
     """
     reasons = []
     for group in args.by:
@@ -250,41 +284,61 @@ def plan_stats(args: argparse.Namespace) -> StatsPlan:
         reasons.append("--status")
     if args.tag:
         reasons.append("--tag")
-    for option, bound in (("--since", args.since), ("--until", args.until)):
-        if bound is not None and bound.day is None:
-            reasons.append(f"{option} is not a date")
+    cut_by = [option for option, bound in (("--since", args.since), ("--until", args.until))
+              if bound is not None and bound.day is None]
     if args.source == "calls":
         return StatsPlan("llm_calls", "--source calls")
+    if args.source == "daily" and (reasons or cut_by):
+        reasons += [f"{option} is not a date" for option in cut_by]
+        raise UsageError(f"--source daily: llm_usage_daily cannot answer this ({', '.join(reasons)})")
     if reasons:
-        if args.source == "daily":
-            raise UsageError(f"--source daily: llm_usage_daily cannot answer this ({', '.join(reasons)})")
         return StatsPlan("llm_calls", ", ".join(reasons))
-    return StatsPlan("llm_usage_daily")
+    return StatsPlan("llm_usage_daily", edge_days=bool(cut_by))
+
+
+def _group_columns(groups: Sequence[str], *, daily: bool) -> str:
+    """``expression AS `group`,`` for each --by column, from the table the query reads."""
+    selected = []
+    for group in groups:
+        key = GROUP_KEYS[group]
+        expression = key.daily_expression if daily else key.calls_expression
+        selected.append(f"{expression} AS {quote_identifier(group)},")
+    return "\n    ".join(selected)
+
+
+def _stats_rows(args: argparse.Namespace, plan: StatsPlan, reader: StoreReader) -> list[dict[str, Any]]:
+    aliases = [quote_identifier(group) for group in args.by]
+    time_keys = [quote_identifier(group) for group in args.by if GROUP_KEYS[group].time]
+    order = [f"{key} ASC" for key in time_keys] + ["cost DESC", "calls DESC"]
+    order += [f"{alias} ASC" for alias in aliases if alias not in time_keys]
+    group_by = f"GROUP BY {', '.join(aliases)}" if aliases else ""
+    if plan.edge_days:
+        daily = _call_conditions(args, args.by, daily=True)
+        edges = _call_conditions(args, args.by)
+        edges.add(_edge_days_condition(args.since, args.until))
+        return reader.rows(
+            "stats_daily_and_edge_days.sql", {**daily.parameters, **edges.parameters},
+            group_columns="\n    ".join(f"{alias}," for alias in aliases),
+            daily_group_columns=_group_columns(args.by, daily=True),
+            calls_group_columns=_group_columns(args.by, daily=False),
+            daily_where=daily.sql, calls_where=edges.sql, group_by=group_by, order_by=", ".join(order),
+        )
+    daily = plan.source == "llm_usage_daily"
+    conditions = _call_conditions(args, args.by, daily=daily)
+    return reader.rows(
+        "stats_daily.sql" if daily else "stats_calls.sql",
+        conditions.parameters,
+        group_columns=_group_columns(args.by, daily=daily),
+        where=conditions.sql,
+        group_by=group_by,
+        order_by=", ".join(order),
+    )
 
 
 def _stats(args: argparse.Namespace, reader: StoreReader) -> int:
     plan = plan_stats(args)
-    daily = plan.source == "llm_usage_daily"
-    conditions = _call_conditions(args, args.by, daily=daily)
-    selected, aliases = [], []
-    for group in args.by:
-        key = GROUP_KEYS[group]
-        expression = key.daily_expression if daily else key.calls_expression
-        selected.append(f"{expression} AS {quote_identifier(group)},")
-        aliases.append(quote_identifier(group))
-    time_keys = [quote_identifier(group) for group in args.by if GROUP_KEYS[group].time]
-    order = [f"{key} ASC" for key in time_keys] + ["cost DESC", "calls DESC"]
-    order += [f"{alias} ASC" for alias in aliases if alias not in time_keys]
-    rows = reader.rows(
-        "stats_daily.sql" if daily else "stats_calls.sql",
-        conditions.parameters,
-        group_columns="\n    ".join(selected),
-        where=conditions.sql,
-        group_by=f"GROUP BY {', '.join(aliases)}" if aliases else "",
-        order_by=", ".join(order),
-    )
     records = []
-    for row in rows:
+    for row in _stats_rows(args, plan, reader):
         if not row["calls"]:
             continue
         record: dict[str, Any] = {group: _plain(row[group]) for group in args.by}
@@ -292,8 +346,8 @@ def _stats(args: argparse.Namespace, reader: StoreReader) -> int:
         record.update(
             calls=int(row["calls"]), errors=int(row["errors"]), error_rate=row["errors"] / row["calls"],
             input_tokens=int(row["input_tokens"]), output_tokens=int(row["output_tokens"]),
-            # No priced call: the cost is unknown, not 0.
             cached_tokens=int(row["cached_tokens"]),
+            # No priced call: the cost is unknown, not 0.
             cost=None if row["unpriced_calls"] == row["calls"] else _money(row["cost"]),
             unpriced_calls=int(row["unpriced_calls"]), p50_ms=latency[0], p95_ms=latency[1], p99_ms=latency[2],
         )
@@ -304,8 +358,7 @@ def _stats(args: argparse.Namespace, reader: StoreReader) -> int:
         Column("cached_tokens", "cached tok", "int"), Column("cost", "cost", "cost"),
         Column("p50_ms", "p50", "ms"), Column("p95_ms", "p95", "ms"), Column("p99_ms", "p99", "ms"),
     ]
-    title = f"LLM calls from {plan.source}" + (f" (not the daily rollup: {plan.reason})" if plan.reason else "")
-    return _emit(args, records, columns, title, "no calls match")
+    return _emit(args, records, columns, f"LLM calls from {plan.description}", "no calls match")
 
 
 def _plain(value: Any) -> Any:
@@ -412,21 +465,29 @@ def span_tree(rows: Sequence[dict[str, Any]]) -> list[SpanNode]:
 
 
 def _sum_subtree(node: SpanNode) -> dict[str, Any]:
+    """``node.totals``: spans, LLM calls, tokens, errors and cost of its subtree.
+
+    The cost sums the priced LLM calls; with none priced it is None (unknown, not 0).
+    """
     record = node.record
     model_call = bool(record["operation"]) and record["operation"] not in AGENTIC_OPERATIONS
+    priced = model_call and record["cost"] is not None
     totals = {
         "spans": 1,
         "llm_calls": int(model_call),
         "input_tokens": record["input_tokens"] if model_call else 0,
         "output_tokens": record["output_tokens"] if model_call else 0,
-        "cost": Decimal(str(record["cost"])) if model_call and record["cost"] is not None else Decimal(0),
         "errors": int(record["status"] in ("Error", "STATUS_CODE_ERROR")),
     }
+    cost = Decimal(str(record["cost"])) if priced else Decimal(0)
     for child in node.children:
         below = _sum_subtree(child)
         for key in totals:
-            totals[key] += below[key] if key != "cost" else Decimal(str(below[key]))
-    node.totals = {**totals, "cost": float(totals["cost"])}
+            totals[key] += below[key]
+        if below["cost"] is not None:
+            cost += Decimal(str(below["cost"]))
+            priced = True
+    node.totals = {**totals, "cost": float(cost) if priced else None}
     return node.totals
 
 
@@ -444,7 +505,10 @@ def _traces(args: argparse.Namespace, reader: StoreReader) -> int:
             "time": _iso(row["start_ns"]), "trace_id": row["trace_id"], "name": row["name"], "service": row["service"],
             "user_id": row["user_id"], "duration_ms": row["duration_ns"] / 1e6, "status": row["status"],
             "spans": int(row["spans"]), "llm_calls": int(row["llm_calls"]), "input_tokens": int(row["input_tokens"]),
-            "output_tokens": int(row["output_tokens"]), "cost": _money(row["cost"]), "errors": int(row["errors"]),
+            "output_tokens": int(row["output_tokens"]),
+            # No priced call: the cost is unknown, not 0.
+            "cost": _money(row["cost"]) if row["priced_calls"] else None,
+            "unpriced_calls": int(row["llm_calls"]) - int(row["priced_calls"]), "errors": int(row["errors"]),
         }
         for row in rows
     ]
@@ -557,11 +621,21 @@ def _prune(args: argparse.Namespace, reader: StoreReader) -> int:
 # --- schema / backfill / doctor -------------------------------------------------------------
 
 
+# The engine of a cluster's <name>_local tables when none is given: {shard} and {replica} are the
+# servers' macros; {database}/{table} keep the tables' Keeper paths apart.
+CLUSTER_ENGINE = "ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')"
+_DEFAULT_ENGINE = ExporterConfig.table_engine
+
+
 def _schema_options(args: argparse.Namespace, config: ExporterConfig) -> schema.SchemaOptions:
     try:
         options = config.schema_options()
         if args.cluster is not None:
-            options = dataclasses.replace(options, cluster=args.cluster)
+            engine = args.engine or (config.table_engine if config.table_engine != _DEFAULT_ENGINE
+                                     else CLUSTER_ENGINE)
+            options = dataclasses.replace(options, cluster=args.cluster, engine=engine)
+        elif args.engine is not None:
+            options = dataclasses.replace(options, engine=args.engine)
         if getattr(args, "no_full_text_search", False):
             options = dataclasses.replace(options, full_text_search=False)
     except ValueError as error:
@@ -569,14 +643,28 @@ def _schema_options(args: argparse.Namespace, config: ExporterConfig) -> schema.
     return options
 
 
+def _schema_statements(args: argparse.Namespace, options: schema.SchemaOptions) -> list[str]:
+    """``--cluster``: the sharded, replicated layout (``<name>_local`` tables, Distributed tables under
+    the usual names); otherwise what the exporter's schema step runs (with ``ON CLUSTER`` when the
+    environment names a cluster, the Collector's ``cluster_name`` layout)."""
+    return schema.render_cluster(options) if args.cluster is not None else schema.render(options)
+
+
 def _schema(args: argparse.Namespace, config: ExporterConfig) -> int:
     options = _schema_options(args, config)
     if args.action == "print":
-        sys.stdout.write(";\n\n".join(schema.render(options)) + ";\n")
+        sys.stdout.write(";\n\n".join(_schema_statements(args, options)) + ";\n")
         return OK
     reader = open_reader(config, must_exist=False)
     try:
-        schema.apply(reader.client, options)
+        if args.cluster is not None:
+            # As schema.apply decides: text indexes only where the server has them.
+            if not schema.server_has_full_text_search(reader.server_version):
+                options = dataclasses.replace(options, full_text_search=False)
+            for statement in _schema_statements(args, options):
+                reader.client.command(statement)
+        else:
+            schema.apply(reader.client, options)
     except Exception as error:
         reason = str(error).strip().splitlines()[0]
         raise ReadError(f"could not apply the schema on {reader.where}: {reason}") from error
@@ -787,7 +875,11 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--dry-run", action="store_true", help="only count")
     schema_command = commands.add_parser("schema", parents=[store], help="print or apply the DDL")
     schema_command.add_argument("action", choices=("print", "apply"))
-    schema_command.add_argument("--cluster", help="ON CLUSTER name (default OTEL_EXPORTER_CLICKHOUSE_CLUSTER_NAME)")
+    schema_command.add_argument("--cluster", help="the cluster layout on this cluster (remote_servers name): "
+                                "Replicated <name>_local tables and Distributed tables under the usual names")
+    schema_command.add_argument("--engine", help="the tables' engine, e.g. ReplicatedMergeTree(...) (default "
+                                "OTEL_EXPORTER_CLICKHOUSE_TABLE_ENGINE; with --cluster a ReplicatedMergeTree "
+                                "on the {shard}/{replica} macros)")
     schema_command.add_argument("--no-full-text-search", action="store_true",
                                 help="bloom filter indexes (servers before 26.2); apply decides by itself")
     backfill = commands.add_parser("backfill", parents=[store, window], help="fill llm_calls from stored spans")

@@ -3,8 +3,9 @@
 ``open_reader(config)`` is the one place that decides how the CLI reaches the store: the
 embedded chDB store in this process, or a ClickHouse server over HTTP (the same
 ``OTEL_EXPORTER_CLICKHOUSE_*`` settings the exporter uses). When the embedded store is held by
-another process (chDB opens a path in one process at a time) it fails with one line naming the
-path; a later step can fall back to the read endpoint of ``llmtel serve`` right there.
+another process (chDB opens a path in one process at a time), the CLI reads through the
+``llmtel serve`` that owns it, found by its discovery file (``serve_discovery``); held by any
+other process, it fails with one line naming the path.
 
 The queries live in ``queries/*.sql``. Identifiers (database, tables, group-by columns, order
 expressions) are filled in with ``string.Template`` from allow-lists and quoted names; every value
@@ -23,6 +24,7 @@ from typing import Any
 from llmtel.exporter_clickhouse import environment_variables as env
 from llmtel.exporter_clickhouse.config import ExporterConfig
 from llmtel.exporter_clickhouse.schema import SchemaOptions, quote_identifier
+from llmtel.exporter_clickhouse.serve_discovery import find_serve_endpoint
 from llmtel.exporter_clickhouse.store import Store, StoreError, _held_by_another_process
 
 __all__ = ["READ_TIMEOUT", "ReadError", "StoreReader", "open_reader", "query_text"]
@@ -31,6 +33,7 @@ __all__ = ["READ_TIMEOUT", "ReadError", "StoreReader", "open_reader", "query_tex
 READ_TIMEOUT = 60.0
 # ClickHouse error codes meaning "nothing exported here yet" (UNKNOWN_TABLE, UNKNOWN_DATABASE).
 _MISSING_CODES = frozenset({60, 81})
+_READONLY_CODE = 164
 
 
 class ReadError(Exception):
@@ -67,11 +70,12 @@ def query_text(name: str, options: SchemaOptions, **fragments: str) -> str:
 class StoreReader:
     """An open client with the store's schema options; runs the CLI's queries."""
 
-    def __init__(self, client: Any, options: SchemaOptions, where: str, kind: str) -> None:
+    def __init__(self, client: Any, options: SchemaOptions, where: str, kind: str, *, served_store: str = "") -> None:
         self.client = client
         self.options = options
         self.where = where  # the store, for messages
         self.kind = kind  # "embedded" or "server"
+        self.served_store = served_store  # the embedded store, when read through the llmtel serve that owns it
 
     @property
     def server_version(self) -> str:
@@ -111,6 +115,11 @@ class StoreReader:
                 f"there, or a different {env.OTEL_EXPORTER_CLICKHOUSE_DATABASE}); `llmtel schema apply` creates them",
                 missing=True,
             )
+        if self.served_store and (code == _READONLY_CODE or "(READONLY)" in text):
+            return ReadError(
+                f"llmtel serve owns {self.served_store} and lets clients only read: stop it and run this again "
+                f"(the store is then opened here), or restart it with --allow-writes"
+            )
         if "Connection refused" in text or "timed out" in text or type(error).__name__ == "OperationalError":
             return ReadError(f"lost {self.where}: {text}")
         return ReadError(f"query failed on {self.where}: {text}")
@@ -131,6 +140,17 @@ def open_reader(config: ExporterConfig, *, must_exist: bool = True) -> StoreRead
     if endpoint.default_store:
         # Named explicitly, so the Store does not announce "storing spans in ..." to a reader.
         config = dataclasses.replace(config, endpoint=endpoint.url)
+    where = f"{endpoint.url} ({options.database})"
+    served_store = ""
+    if endpoint.kind == "embedded":
+        served = find_serve_endpoint(endpoint.path)
+        if served is not None:
+            # `llmtel serve` owns the store: ask it. Its URL carries its token as the password,
+            # so the store's own username/password settings (for servers) must not replace it.
+            config = dataclasses.replace(config, endpoint=served, username="", password="")
+            served_store = endpoint.path
+            endpoint = config.target()
+            where = f"llmtel serve at {endpoint.url} for {served_store} ({options.database})"
     if endpoint.kind == "embedded":
         if must_exist and not os.path.isdir(endpoint.path):
             raise ReadError(
@@ -148,14 +168,15 @@ def open_reader(config: ExporterConfig, *, must_exist: bool = True) -> StoreRead
     if endpoint.kind == "server":
         # Long filter values (a pasted prompt) go in the request body, not a URL with a length limit.
         client.form_encode_query_params = True
-    return StoreReader(client, options, f"{endpoint.url} ({options.database})", endpoint.kind)
+    return StoreReader(client, options, where, endpoint.kind, served_store=served_store)
 
 
 def _locked_message(path: str) -> str:
     return (
         f"the embedded store {path} is in use by another process (chDB opens a store in one process at a "
-        f"time): run `llmtel serve` on it and give llmtel that server's read endpoint "
-        f"(--endpoint http://127.0.0.1:PORT, or {env.OTEL_EXPORTER_CLICKHOUSE_ENDPOINT}), or stop that process"
+        f"time): stop that process and run `llmtel serve --store {path}` in its place (its applications "
+        f"export to it over OTLP, and llmtel reads through it), or give llmtel a server's read endpoint "
+        f"(--endpoint http://127.0.0.1:PORT, or {env.OTEL_EXPORTER_CLICKHOUSE_ENDPOINT})"
     )
 
 

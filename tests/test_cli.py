@@ -35,7 +35,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from telemetry_capture import TelemetryCapture
 
 from llmtel.exporter_clickhouse import ClickHouseSpanExporter, schema
-from llmtel.exporter_clickhouse.cli import main
+from llmtel.exporter_clickhouse.cli import main, parse_time_bound
 from llmtel.instrumentation import agent, context, tool, workflow
 
 AGENTIC = ("invoke_agent", "invoke_workflow", "create_agent", "execute_tool")
@@ -350,6 +350,46 @@ def test_stats_by_model_and_day_reads_the_rollup_for_whole_days(llmtel: Runner, 
         (r["model"], r["day"], r["calls"], r["cost"]) for r in from_calls]
 
 
+def _same_stats(from_rollup: list[dict[str, Any]], from_calls: list[dict[str, Any]], keys: Sequence[str]) -> None:
+    """Exact counts, tokens and cost; percentiles within the t-digest's error (a merge of two digests)."""
+    exact = [*keys, "calls", "errors", "input_tokens", "output_tokens", "cached_tokens", "unpriced_calls"]
+    assert [[row[key] for key in exact] for row in from_rollup] == [[row[key] for key in exact] for row in from_calls]
+    for rolled, scanned in zip(from_rollup, from_calls, strict=True):
+        assert (rolled["cost"] is None) == (scanned["cost"] is None)
+        if scanned["cost"] is not None:
+            assert Decimal(str(rolled["cost"])) == Decimal(str(scanned["cost"]))
+        for percentile in ("p50_ms", "p95_ms", "p99_ms"):
+            assert rolled[percentile] == pytest.approx(scanned[percentile], rel=0.05), percentile
+
+
+@pytest.mark.parametrize("window", [
+    ["--since", "2026-01-10T10:30:00Z", "--until", "2026-01-12T10:30:00Z"],  # both bounds cut a day
+    ["--since", "2026-01-11T12:30:00Z"],  # open end: every later day whole
+    ["--since", "2026-01-10", "--until", "2026-01-11T13:30:00Z"],  # a date, then a time
+    ["--since", "2026-01-10T09:30:00Z", "--until", "2026-01-10T10:30:00Z"],  # inside one day
+    ["--since", "30d"],
+], ids=["both-cut", "open-end", "date-then-time", "one-day", "30d"])
+def test_stats_over_a_window_cut_mid_day_reads_whole_days_from_the_rollup(
+    llmtel: Runner, dataset: Dataset, window: list[str]
+) -> None:
+    code, text, _ = llmtel("stats", *window, fmt="table")
+    assert code == 0 and "llm_usage_daily (whole days) and llm_calls (the days the window cuts)" in text
+    for groups in ("model,day", "service,agent"):
+        code, mixed, _ = llmtel("stats", *window, "--by", groups)
+        code_calls, scanned, _ = llmtel("stats", *window, "--by", groups, "--source", "calls")
+        assert code == code_calls == 0
+        _same_stats(mixed, scanned, groups.split(","))
+    # And both equal the spans themselves.
+    now = datetime.now(UTC)
+    since = parse_time_bound(window[1], now)
+    until = parse_time_bound(window[3], now, "--until") if len(window) > 2 else None
+    start = since.as_datetime(end=False).timestamp() * 1e9
+    end = until.as_datetime(end=True).timestamp() * 1e9 if until else float("inf")
+    code, rows, _ = llmtel("stats", *window)
+    assert code == 0
+    assert_totals(rows[0], [s for s in model_calls(dataset.spans) if start <= s.start_time < end])
+
+
 def test_stats_reads_llm_calls_when_the_rollup_cannot_answer(llmtel: Runner) -> None:
     code, text, _ = llmtel("stats", "--since", "24h", "--by", "hour", fmt="table")
     assert code == 0 and "from llm_calls" in text and "--by hour" in text
@@ -497,6 +537,48 @@ def test_traces_lists_roots_with_totals(llmtel: Runner, dataset: Dataset) -> Non
     assert code == 0 and [row["trace_id"] for row in rows] == [dataset.request_trace_ids[1]]
 
 
+def table_cells(text: str, needle: str) -> dict[str, str]:
+    """The row of a printed table that contains ``needle``, as header → cell."""
+    lines = text.splitlines()
+    header = next(line for line in lines if "┃" in line)
+    row = next(line for line in lines if needle in line and "│" in line)
+    names = [cell.strip() for cell in header.strip("┃").split("┃")]
+    return dict(zip(names, (cell.strip() for cell in row.strip("│").split("│")), strict=True))
+
+
+def test_unpriced_cost_is_a_dash_in_tables_and_null_in_json(llmtel: Runner, dataset: Dataset) -> None:
+    day = ["--since", OLD_DAYS[1].isoformat(), "--until", OLD_DAYS[1].isoformat()]
+    cut = ["--since", f"{OLD_DAYS[1].isoformat()}T12:30:00Z"]  # the rollup and the edge day
+    for window in (day, day + ["--source", "calls"], cut):
+        code, text, _ = llmtel("stats", "--by", "model", *window, fmt="table")
+        assert code == 0
+        assert table_cells(text, "local-llama")["cost"] == "-"
+        assert table_cells(text, "gpt-4o-mini")["cost"].startswith("$")
+        code, rows, _ = llmtel("stats", "--by", "model", *window)
+        costs = {row["model"]: row["cost"] for row in rows}
+        assert costs["local-llama"] is None and costs["gpt-4o-mini"] > 0
+    (unpriced,) = [s for s in dataset.spans if response_model(s) == "local-llama"]
+    trace_id = f"{unpriced.context.trace_id:032x}"
+    code, rows, _ = llmtel("traces", "--service", "batch-svc", *day)
+    by_trace = {row["trace_id"]: row for row in rows}
+    expected = [s for s in dataset.spans if in_days(s, OLD_DAYS[1], OLD_DAYS[1])
+                and s.resource.attributes["service.name"] == "batch-svc"]
+    assert code == 0 and set(by_trace) == {f"{s.context.trace_id:032x}" for s in expected} and len(expected) == 4
+    assert (by_trace[trace_id]["cost"], by_trace[trace_id]["unpriced_calls"]) == (None, 1)
+    assert all(row["cost"] > 0 and row["unpriced_calls"] == 0 for row in rows if row["trace_id"] != trace_id)
+    code, text, _ = llmtel("traces", "--service", "batch-svc", *day, fmt="table")
+    assert code == 0 and table_cells(text, trace_id[:20])["cost"] == "-"
+    # In a span tree: a subtree of unpriced calls only has no cost; one with a priced call sums those.
+    code, roots, _ = llmtel("trace", dataset.request_trace_ids[0])
+    failed = next(node for node in _all_nodes(roots) if node["name"] == "chat no-such-model")
+    assert failed["cost"] is None and failed["totals"]["cost"] is None and failed["totals"]["llm_calls"] == 1
+    assert roots[0]["totals"]["cost"] > 0
+
+
+def _all_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [found for node in nodes for found in (node, *_all_nodes(node["children"]))]
+
+
 # --- search ---------------------------------------------------------------------------------
 
 
@@ -571,14 +653,14 @@ def test_prune_drops_whole_days_and_deletes_part_of_one(llmtel: Runner, dataset:
 
 
 def test_schema_print_and_apply(llmtel: Runner, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text, _ = llmtel("schema", "print", "--database", "otel", fmt="")
+    # Exactly what the exporter's schema step runs with these options.
+    assert code == 0 and text == ";\n\n".join(schema.render(schema.SchemaOptions(database="otel"))) + ";\n"
     code, text, _ = llmtel("schema", "print", "--cluster", "analytics", "--database", "otel", fmt="")
-    assert code == 0 and "CREATE TABLE IF NOT EXISTS `otel`.`otel_traces` ON CLUSTER analytics" in text
+    assert code == 0 and "CREATE TABLE IF NOT EXISTS `otel`.`otel_traces_local` ON CLUSTER analytics" in text
     statements = [statement for statement in text.split(";\n\n") if statement.strip()]
     assert all("ON CLUSTER analytics" in statement for statement in statements)
-    for name in ("otel_traces_trace_id_ts_mv", "llm_calls_mv", "llm_usage_daily", "llm_usage_daily_mv"):
-        assert f"`otel`.`{name}` ON CLUSTER analytics" in text
-    # Exactly what the exporter's schema step runs with these options.
-    assert text == ";\n\n".join(schema.render(schema.SchemaOptions(database="otel", cluster="analytics"))) + ";\n"
+    assert "ENGINE = Distributed('analytics', `otel`, `otel_traces_local`, cityHash64(TraceId))" in text
     code, _, err = llmtel("schema", "print", "--cluster", "bad;name", fmt="")
     assert code == 2 and "cluster" in err
     code, checks, _ = llmtel("doctor", "--database", "fresh_db")
