@@ -45,6 +45,15 @@ _FALSE = ("false", "0", "no", "off")
 _NATIVE_PORTS = (9000, 9440)
 
 
+def process_environment() -> Mapping[str, str]:
+    """The process environment; this module is the one place the exporter package reads it.
+
+    The rest takes it from here: the CLI's settings, ``llmtel serve``'s token, the environment
+    ``llmtel demo`` gives its child app.
+    """
+    return os.environ
+
+
 def parse_size(text: str) -> int:
     """Bytes in ``"1048576"``, ``"512MiB"``, ``"2GB"`` (KiB/MiB/GiB are powers of 1024, KB/MB/GB of 1000)."""
     match = _SIZE.match(text)

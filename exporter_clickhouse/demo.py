@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmtel.exporter_clickhouse import environment_variables as env
-from llmtel.exporter_clickhouse.config import ExporterConfig
+from llmtel.exporter_clickhouse.config import ExporterConfig, process_environment
 from llmtel.exporter_clickhouse.demo_model_server import (
     INSTALL_HINT,
     MODEL_ALIAS,
@@ -100,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold]llmtel demo[/bold]: traces go to the embedded store [cyan]{store}[/cyan]")
     try:
         with _model_api(api, args.threads, workspace / "model-server.log", console) as (base_url, model):
-            app_env = _app_environment(os.environ, store, base_url=base_url, model=model, openai=api == "openai")
+            app_env = _app_environment(process_environment(), store, base_url=base_url, model=model,
+                                       openai=api == "openai")
             app_stderr = _run_app(app, app_env, console)
         config = ExporterConfig.from_environment(app_env)
         try:
@@ -123,7 +123,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, str]:
         where = args.app or f"{EXAMPLE} (the package does not ship it)"
         raise DemoError(f"no app to run at {where}: run the demo from a checkout of llmtel, or pass --app PATH")
     if args.openai:
-        if not os.environ.get("OPENAI_API_KEY", "").strip():
+        if not process_environment().get("OPENAI_API_KEY", "").strip():
             raise DemoError("--openai needs OPENAI_API_KEY set")
         return app, "openai"
     missing = missing_requirements()

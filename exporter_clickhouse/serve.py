@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from llmtel.exporter_clickhouse import otlp
-from llmtel.exporter_clickhouse.config import ExporterConfig
+from llmtel.exporter_clickhouse.config import ExporterConfig, process_environment
 from llmtel.exporter_clickhouse.serve_discovery import (
     DISCOVERY_FILE_NAME,
     find_serve_endpoint,
@@ -107,8 +107,10 @@ class ServeSettings:
     ack_after_store: bool = False
 
     @classmethod
-    def from_arguments(cls, args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ServeSettings:
+    def from_arguments(cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServeSettings:
         """The settings, or ``ValueError`` naming every problem (one line each, joined by ``; ``)."""
+        if environ is None:
+            environ = process_environment()
         problems: list[str] = []
         overrides: dict[str, Any] = {}
         if args.store:
