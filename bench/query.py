@@ -17,7 +17,7 @@ Queries (targets from the issue, on the reference 2-core machine), run in this p
 ``llmtel.exporter_clickhouse.cli.main`` with ``--format json`` (one warm-up, then the median of
 ``--runs``):
 
-    stats --by model,day --since 30d     ≤ 0.3 s   (llm_calls: the window starts mid-day)
+    stats --by model,day --since 30d     ≤ 0.3 s   (whole days from the rollup, the cut day from llm_calls)
     stats --by model,day --since <date>  ≤ 0.3 s   (the same days from the llm_usage_daily rollup)
     calls --top cost --since 7d          ≤ 0.5 s
     trace <a random trace id>            ≤ 0.1 s
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     trace_number = random.Random(args.seed).randrange(max(1, trace_count))
     trace_id = hashlib.md5(f"trace{trace_number}".encode()).hexdigest()  # as query_spans.sql names traces
     endpoint = ["--endpoint", f"chdb://{store}", "--format", "json"]
-    # --since 30d starts mid-day, so the CLI reads llm_calls; a date is whole days: the rollup.
+    # --since 30d starts mid-day: whole days from the rollup, the cut day from llm_calls; a date: the rollup.
     first_day = (datetime.now(UTC).date() - timedelta(days=args.days)).isoformat()
     checks = [
         ("stats --by model,day --since 30d", ["stats", "--by", "model,day", "--since", f"{args.days}d"], 0.3),
