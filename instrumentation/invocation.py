@@ -100,6 +100,7 @@ class Invocation:
         "schema",
         "stream_state",
         "hide_usage",
+        "tools_requested",
         "parse_model",
         "scope",
     )
@@ -145,6 +146,9 @@ class Invocation:
         self.finished = False
         self.stream_state: Any = None
         self.hide_usage = False
+        # A model can answer with tool calls only when offered tools: streams without them skip
+        # looking for tool-call deltas in every chunk.
+        self.tools_requested = bool(kwargs.get("tools"))
         self.parse_model = None
         self.schema = None
         if sc.GEN_AI_OUTPUT_TYPE in attrs and attrs[sc.GEN_AI_OUTPUT_TYPE] == "json":

@@ -57,7 +57,8 @@ _instruments = ("openai >= 1.66.0",)
 
 def _chat_stream_state(invocation: Invocation) -> ChatStreamState:
     return ChatStreamState(invocation.hide_usage,
-                           invocation.telemetry.settings.capture_content or invocation.schema is not None)
+                           invocation.telemetry.settings.capture_content or invocation.schema is not None,
+                           invocation.tools_requested)
 
 
 def _responses_stream_state(invocation: Invocation) -> ResponsesStreamState:

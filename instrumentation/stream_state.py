@@ -17,9 +17,9 @@ class ChatStreamState:
     """``chat.completion.chunk`` (and legacy ``text_completion``) streams."""
 
     __slots__ = ("id", "model", "service_tier", "fingerprint", "usage", "finish", "hide_usage", "unset_usage", "texts",
-                 "tools")
+                 "tools", "track_tools")
 
-    def __init__(self, hide_usage: bool, keep_text: bool) -> None:
+    def __init__(self, hide_usage: bool, keep_text: bool, track_tools: bool = True) -> None:
         self.id: str | None = None
         self.model: str | None = None
         self.service_tier: str | None = None
@@ -33,6 +33,7 @@ class ChatStreamState:
         # Per choice: accumulated text, and tool calls by index -> [id, name, arguments].
         self.texts: dict[int, list[str]] | None = {} if keep_text else None
         self.tools: dict[int, dict[int, list[str]]] = {}
+        self.track_tools = track_tools
 
     def on_chunk(self, chunk: Any) -> bool:
         if not self.model:
@@ -42,12 +43,16 @@ class ChatStreamState:
             self.model = chunk.model
             self.service_tier = getattr(chunk, "service_tier", None)
             self.fingerprint = getattr(chunk, "system_fingerprint", None)
-        usage = chunk.usage
+        # Every field read below goes through pydantic's attribute hook (~0.5k instructions
+        # each), so a content chunk gets as few as possible: its choices and their finish reason.
+        # Usage comes on a chunk without choices (OpenAI) or on the finishing one (some servers).
         choices = chunk.choices
-        if usage is not None:
-            self.usage = usage
-            if self.hide_usage and not choices:
-                return True
+        if not choices:
+            usage = chunk.usage
+            if usage is not None:
+                self.usage = usage
+                if self.hide_usage:
+                    return True
         elif self.unset_usage:
             # We asked for usage, so every chunk carries "usage": null; without our request it
             # would not carry the field at all. Keep model_dump(exclude_unset=True) identical.
@@ -56,11 +61,15 @@ class ChatStreamState:
             reason = choice.finish_reason
             if reason is not None:
                 self.finish[choice.index] = reason
+                usage = chunk.usage
+                if usage is not None:
+                    self.usage = usage
             if self.texts is not None:
                 self._keep_text(choice)
-            delta = getattr(choice, "delta", None)  # legacy completions have `text`, no delta
-            if delta is not None and delta.tool_calls:
-                self._tool_deltas(choice.index, delta.tool_calls)
+            if self.track_tools:
+                delta = getattr(choice, "delta", None)  # legacy completions have `text`, no delta
+                if delta is not None and delta.tool_calls:
+                    self._tool_deltas(choice.index, delta.tool_calls)
         return False
 
     def _keep_text(self, choice: Any) -> None:
