@@ -60,3 +60,33 @@ def test_the_stream_decodes_through_the_dropper_only_when_we_asked_for_usage(cli
     assert all("usage" not in c.model_dump(exclude_unset=True) for c in chunks)
     span = telemetry.llm_spans()[0]
     assert span.attributes["gen_ai.usage.output_tokens"] == their_chunks[-1].usage.completion_tokens
+
+
+def _chunk(**fields):
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletionChunk
+
+    body = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", **fields}
+    return construct_type(type_=ChatCompletionChunk, value=body)
+
+
+def test_chunk_state_reads_usage_on_the_finishing_chunk_and_tool_calls_only_when_offered() -> None:
+    from llmtel.instrumentation.stream_state import ChatStreamState
+
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    tool_delta = {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}]}
+    chunks = [
+        _chunk(choices=[{"index": 0, "delta": tool_delta, "finish_reason": None}]),
+        # Some OpenAI-compatible servers put usage on the last content chunk, not on a chunk of its own.
+        _chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], usage=usage),
+    ]
+    for offered in (True, False):
+        state = ChatStreamState(hide_usage=False, keep_text=False, track_tools=offered)
+        assert not any(state.on_chunk(c) for c in chunks)
+        attrs: dict = {}
+        state.attributes(attrs)
+        assert attrs["gen_ai.usage.input_tokens"] == 5 and attrs["gen_ai.usage.output_tokens"] == 2
+        assert attrs["gen_ai.response.finish_reasons"] == ["tool_calls"]
+        assert state.tool_calls() == ([("call_1", "f")] if offered else [])
+    hidden = ChatStreamState(hide_usage=True, keep_text=False)
+    assert hidden.on_chunk(_chunk(choices=[], usage=usage)) is True
