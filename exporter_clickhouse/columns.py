@@ -56,8 +56,10 @@ INSERT_COLUMN_NAMES: tuple[str, ...] = tuple(name for name, _ in INSERT_COLUMNS)
 
 # pdata's ptrace.SpanKind.String() and ptrace.StatusCode.String(), indexed by the Python SDK's
 # enum values. The Python SDK has no "unspecified" kind: its INTERNAL (0) is exported as OTLP
-# SPAN_KIND_INTERNAL, which pdata names "Internal"; "Unspecified" never comes from Python.
-SPAN_KIND_NAMES: tuple[str, ...] = ("Internal", "Server", "Client", "Producer", "Consumer")
+# SPAN_KIND_INTERNAL, which pdata names "Internal". "Unspecified" comes only from OTLP received
+# by `llmtel serve` (SPAN_KIND_UNSPECIFIED), under an index no SDK kind uses.
+SPAN_KIND_NAMES: tuple[str, ...] = ("Internal", "Server", "Client", "Producer", "Consumer", "Unspecified")
+SPAN_KIND_UNSPECIFIED = 5
 STATUS_CODE_NAMES: tuple[str, ...] = ("Unset", "Ok", "Error")
 
 

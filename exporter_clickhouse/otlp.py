@@ -12,9 +12,8 @@ Attribute values become the Python values whose ``columns.as_string`` text is pd
 ``Value.AsString()``: strings, bools, ints, floats and bytes as themselves, arrays as tuples
 and key-value lists as dicts (both then JSON), an empty value as ``None``.
 
-One difference from the Collector: OTLP's ``SPAN_KIND_UNSPECIFIED`` (0) is stored as
-``Internal``, because the encoder's kind names follow the Python SDK, which has no unspecified
-kind (the Collector would write ``Unspecified``).
+OTLP's ``SPAN_KIND_UNSPECIFIED`` (0), and any kind value the spec does not define, is stored as
+``Unspecified``, as the Collector writes it.
 
 Spec: https://opentelemetry.io/docs/specs/otlp/#otlphttp (partial success, JSON encoding).
 """
@@ -33,6 +32,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+from llmtel.exporter_clickhouse.columns import SPAN_KIND_UNSPECIFIED
 
 __all__ = [
     "JSON_CONTENT_TYPE",
@@ -64,8 +65,8 @@ class _EnumValue:
 
 
 # OTLP SpanKind 1..5 (INTERNAL..CONSUMER) → the Python SDK's SpanKind values 0..4; 0
-# (UNSPECIFIED) and unknown values → INTERNAL (see the module docstring).
-_KINDS = tuple(_EnumValue(max(0, otlp_kind - 1)) for otlp_kind in range(6))
+# (UNSPECIFIED) and unknown values → the encoder's extra "Unspecified" index.
+_KINDS = (_EnumValue(SPAN_KIND_UNSPECIFIED),) + tuple(_EnumValue(otlp_kind - 1) for otlp_kind in range(1, 6))
 # OTLP StatusCode (UNSET, OK, ERROR) has the SDK's numbering.
 _STATUS_CODES = tuple(_EnumValue(code) for code in range(3))
 
@@ -381,7 +382,7 @@ def _spans_of(request: ExportTraceServiceRequest) -> DecodedRequest:
                                  _trace_state(span.trace_state, states)),
                     _Parent(from_bytes(parent, "big")) if parent else None,
                     span.name,
-                    kinds[kind] if 0 <= kind < 6 else kinds[1],
+                    kinds[kind] if 0 <= kind < 6 else kinds[0],
                     start,
                     end,
                     resource,
