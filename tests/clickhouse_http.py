@@ -70,13 +70,10 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import email.parser
-import email.policy
 import hmac
 import json
 import os
 import queue
-import re
 import signal
 import subprocess
 import sys
@@ -98,6 +95,19 @@ from urllib.request import Request, urlopen
 
 import lz4.frame
 from backports import zstd
+
+# The protocol pieces the package's read endpoint (llmtel serve) shares with this fixture.
+from llmtel.exporter_clickhouse.http_interface import (
+    _CONTENT_TYPES,
+    _ENGINE_ERROR,
+    _RESULT_KEYWORDS,
+    _SETTING_NAME,
+    _WORD,
+    ClickHouseError,
+    _form_fields,
+    _quote_identifier,
+    _quote_string,
+)
 
 __all__ = ["READY_PREFIX", "ChdbHttpEndpoint", "ClickHouseError", "main", "make_chdb_http_fixture", "serve"]
 
@@ -205,8 +215,6 @@ _FAULT_ERROR_BY_STATUS = {
     503: "CANNOT_SCHEDULE_TASK",
 }
 
-# Statements that return rows, so the answer names its format even when there are none.
-_RESULT_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESC", "DESCRIBE", "EXISTS", "EXPLAIN", "CHECK"})
 # Statements that readonly (and so GET) refuses; anything else goes to the engine, which also reports
 # syntax errors before ClickHouse would check readonly.
 _WRITE_KEYWORDS = frozenset(
@@ -234,13 +242,6 @@ _WRITE_KEYWORDS = frozenset(
     }
 )
 
-_CONTENT_TYPES = {
-    "TabSeparated": "text/tab-separated-values; charset=UTF-8",
-    "TSV": "text/tab-separated-values; charset=UTF-8",
-    "CSV": "text/csv; charset=UTF-8; header=absent",
-    "JSON": "application/json; charset=UTF-8",
-    "JSONEachRow": "application/x-ndjson; charset=UTF-8",
-}
 
 # Preference order when a client accepts several (ClickHouse prefers zstd, then br, then lz4).
 _RESPONSE_ENCODINGS: dict[str, Callable[[bytes], bytes]] = {
@@ -259,18 +260,6 @@ _REQUEST_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
 }
 
 _READ_SIZE = 1 << 20
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-_ENGINE_ERROR = re.compile(r"Code: (\d+)\. ")
-
-
-class ClickHouseError(Exception):
-    """An error as ClickHouse reports it: the code and the ``Code: N. DB::Exception: ...`` text."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
 
 
 # -- SQL text: just enough lexing to find statement kinds and the start of inline insert data ----------
@@ -434,32 +423,7 @@ class _Decompressed:
             raise self._error("CANNOT_DECOMPRESS", f"The {self._encoding} body ends inside a frame")
 
 
-def _form_fields(content_type: str, body: bytes) -> tuple[dict[str, str], bool]:
-    """The text fields of a multipart/form-data body (clickhouse-connect sends the query and long
-    query parameters this way), and whether it also holds files (external data tables)."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-    )
-    fields: dict[str, str] = {}
-    has_files = False
-    for part in message.iter_parts():
-        if part.get_filename() is not None:
-            has_files = True
-            continue
-        payload = part.get_payload(decode=True) or b""
-        fields[str(part.get_param("name", header="content-disposition"))] = payload.decode("utf-8", "replace")
-    return fields, has_files
-
-
 # -- the engine ----------------------------------------------------------------------------------------
-
-
-def _quote_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _quote_identifier(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 class _Engine:
