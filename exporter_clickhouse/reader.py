@@ -25,7 +25,7 @@ from llmtel.exporter_clickhouse import environment_variables as env
 from llmtel.exporter_clickhouse.config import ExporterConfig
 from llmtel.exporter_clickhouse.schema import SchemaOptions, quote_identifier
 from llmtel.exporter_clickhouse.serve_discovery import find_serve_endpoint
-from llmtel.exporter_clickhouse.store import Store, StoreError, _held_by_another_process
+from llmtel.exporter_clickhouse.store import Store, StoreError, held_by_another_process
 
 __all__ = ["READ_TIMEOUT", "ReadError", "StoreReader", "open_reader", "query_text"]
 
@@ -157,14 +157,14 @@ def open_reader(config: ExporterConfig, *, must_exist: bool = True) -> StoreRead
                 f"no store at {endpoint.path}: nothing has been exported there yet "
                 f"(set {env.OTEL_EXPORTER_CLICKHOUSE_ENDPOINT} or --endpoint to where the spans are)"
             )
-        if _held_by_another_process(endpoint.path):
+        if held_by_another_process(endpoint.path):
             raise ReadError(_locked_message(endpoint.path))
     store = Store(config)
     try:
         store.connect()
     except StoreError as error:
         raise ReadError(str(error)) from error
-    client = store._client  # the Store owns how a client is built (timeouts, compression, chDB path checks)
+    client = store.client  # the Store owns how a client is built (timeouts, compression, chDB path checks)
     if endpoint.kind == "server":
         # Long filter values (a pasted prompt) go in the request body, not a URL with a length limit.
         client.form_encode_query_params = True

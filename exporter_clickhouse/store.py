@@ -26,7 +26,7 @@ from llmtel.exporter_clickhouse import environment_variables as env
 from llmtel.exporter_clickhouse import schema
 from llmtel.exporter_clickhouse.config import Endpoint, ExporterConfig
 
-__all__ = ["Store", "StoreError"]
+__all__ = ["Store", "StoreError", "held_by_another_process"]
 
 _logger = logging.getLogger(__name__)
 
@@ -85,6 +85,11 @@ class Store:
         self._schema_ready = not config.create_schema
         self._pid = os.getpid()
         self._insert_settings: dict[str, object] = dict(schema.INSERT_SETTINGS)
+
+    @property
+    def client(self) -> Any:
+        """The clickhouse-connect client once ``connect()`` ran (readers share how it is built)."""
+        return self._client
 
     @property
     def where(self) -> str:
@@ -146,7 +151,7 @@ class Store:
         path = self.endpoint.path
         # Held elsewhere: not something a retry within seconds fixes; the exporter's probes
         # (every half a minute at most) find the store when the other process lets it go.
-        if _held_by_another_process(path):
+        if held_by_another_process(path):
             raise StoreError(_locked_message(path), retryable=False)
         try:
             os.makedirs(path, exist_ok=True)
@@ -166,7 +171,7 @@ class Store:
                     f"set {env.OTEL_EXPORTER_CLICKHOUSE_ENDPOINT}=chdb://<that path>",
                     retryable=False,
                 ) from error
-            if _held_by_another_process(path):
+            if held_by_another_process(path):
                 raise StoreError(_locked_message(path), retryable=False) from error
             raise self._failure("could not open the embedded store", error) from error
         if self.endpoint.default_store:
@@ -329,7 +334,7 @@ def _locked_message(path: str) -> str:
     )
 
 
-def _held_by_another_process(path: str) -> bool:
+def held_by_another_process(path: str) -> bool:
     """Whether another process holds the chDB store at ``path``.
 
     ClickHouse locks ``<path>/status`` with ``flock`` for as long as it runs. Probing that lock
