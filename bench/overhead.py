@@ -418,7 +418,10 @@ def api_workload(mode: str, providers: Providers) -> Workload:
         return 1
 
     if mode == "api-span-after-context":
-        in_context()  # the first context() adds the ContextSpanProcessor to the provider
+        # A context puts the ContextSpanProcessor in the span path; the first span started once no
+        # context is alive (here the first warm-up call) takes it out again.
+        with context(user_id="customer-42"):
+            tracer.start_span("in a context").end()
     calls = {"api-agent-floor": agent_floor, "api-agent": triage, "api-tool-floor": tool_floor,
              "api-tool": lookup_order, "api-context": in_context, "api-span": plain_span,
              "api-span-after-context": plain_span}
@@ -491,13 +494,21 @@ def run_calls(mode: str, calls: int, chunks: int, timed: bool = False) -> int:
     # ~0.15 M. Frozen, they are skipped; the garbage the calls make is still collected and counted.
     gc.collect()
     gc.freeze()
+    # The API modes keep every finished span queued until the end, so the collector's passes grow
+    # with N and land at different calls in runs whose code differs slightly (before and after the
+    # first context()): their per-span figures then moved by ±1,000 instructions. With it off they
+    # repeat exactly; the garbage these calls make is all freed by reference counting.
+    if mode.startswith("api-"):
+        gc.disable()
     started = time.perf_counter()
     for _ in range(calls):
         workload.call()
     elapsed = time.perf_counter() - started
+    gc.enable()
     workload.disable()
     spans = providers.finish()
     expected = 0 if mode.startswith("bare") or mode == "api-context" else WARM_UP_CALLS + calls
+    expected += mode == "api-span-after-context"  # the span made inside the context beforehand
     if spans != expected:
         print(f"{mode}: {spans} spans exported, expected {expected}", file=sys.stderr)
         return 1
@@ -712,8 +723,8 @@ def print_api_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, 
               f"{'<=' if entry <= TARGET_CONTEXT_INSTRUCTIONS else '>'} {TARGET_CONTEXT_INSTRUCTIONS:,}: {verdict}")
     plain, after = per_call["api-span"], per_call["api-span-after-context"]
     if plain is not None and after is not None:
-        print(f"a span started outside any context: +0 until the first context() of the process, "
-              f"then {after - plain:+,.0f} instructions ({(after - plain) / plain:+.1%} of the span)")
+        print(f"a span started outside any context, after contexts were used and left: "
+              f"{after - plain:+,.0f} instructions ({(after - plain) / plain:+.2%} of the span; target 0)")
 
 
 # --- Entry point --------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ asyncio tasks copy it, and thread pools get it from ``opentelemetry-instrumentat
 created in, however and wherever it is consumed.
 
 ``context(...)`` attributes reach every span started inside it, ours and other
-instrumentations' alike: on the first ``context(...)`` the global tracer provider (or the one
-given to the instrumentor) learns to set them as spans start; see
-``processors.add_context_processor``, and call it yourself for other providers you build.
+instrumentations' alike: while a context is alive the global tracer provider (or the one given
+to the instrumentor) sets them as spans start, and spans started when none is alive pay nothing
+for it; see ``processors``, and call ``processors.add_context_processor`` yourself for other
+providers you build.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import hashlib
 import inspect
 import json
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
@@ -59,6 +61,35 @@ CONTEXT_ATTRIBUTES_KEY = otel_context.create_key("llmtel-context-attributes")
 _ENTRIES: ContextVar[tuple[tuple[Any, Any, Any], ...]] = ContextVar("llmtel-scope-entries", default=())
 
 
+def _runtime_context_functions() -> tuple[Callable[[], Context], Callable[[Context], Any], Callable[[Any], None]]:
+    """``get_current``, ``attach`` and ``detach`` of the OpenTelemetry context.
+
+    With the default runtime context (a ContextVar), straight on that variable: each public
+    function is two Python calls deep, and a ``with context(...)`` makes four of them. Any other
+    runtime (``OTEL_PYTHON_CONTEXT``) goes through the public functions.
+    """
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ != "ContextVarsRuntimeContext" or not isinstance(variable, ContextVar):
+        return otel_context.get_current, otel_context.attach, otel_context.detach
+
+    reset = variable.reset
+
+    def detach(token: Any) -> None:
+        try:
+            reset(token)
+        except Exception:  # a token of another context: OpenTelemetry's detach logs it, as always
+            otel_context.detach(token)
+
+    return variable.get, variable.set, detach
+
+
+_get_current, _attach, _detach = _runtime_context_functions()
+# The variable's own reset, for the hottest caller (``context.__exit__``: one Python frame fewer
+# than ``_detach``); None with another runtime context.
+_reset: Callable[[Any], None] | None = getattr(_get_current, "__self__", None) and _get_current.__self__.reset
+
+
 class _Configured:
     """Tracer and settings for the API, set by the instrumentor (its tracer provider, its settings).
 
@@ -68,7 +99,6 @@ class _Configured:
     tracer: trace.Tracer = trace.get_tracer("llmtel.instrumentation", __version__)
     settings: Settings | None = None
     tracer_provider: Any = None
-    context_processor_added = False
 
 
 def configure(tracer: trace.Tracer | None, settings: Settings | None, tracer_provider: Any = None) -> None:
@@ -76,19 +106,47 @@ def configure(tracer: trace.Tracer | None, settings: Settings | None, tracer_pro
     _Configured.tracer = tracer or trace.get_tracer("llmtel.instrumentation", __version__)
     _Configured.settings = settings
     _Configured.tracer_provider = tracer_provider
-    _Configured.context_processor_added = False
+    ContextSpans.installed = False  # the next context() gives the (new) provider its processor
 
 
-def _ensure_context_processor() -> None:
-    """Add the ContextSpanProcessor on the first ``context(...)``: until then spans pay nothing for it."""
-    _Configured.context_processor_added = True
+class ContextSpans:
+    """Which ``context(...)`` attributes are alive, and whether the span paths read them.
+
+    ``live`` holds a weak reference to each ``_ContextAttributes`` alive, which takes itself out
+    when its dict is freed (the callback is the list's own ``remove``: no Python code runs);
+    ``installed`` is True while the providers' ContextSpanProcessor is in their span paths (see
+    ``processors``). List appends and removes are atomic, so no lock is needed for them.
+    """
+
+    installed = False
+    live: list[weakref.ref] = []
+
+
+class _ContextAttributes(dict):
+    """The merged attributes of one ``context(...)`` entry, as the OpenTelemetry context carries them.
+
+    Alive as long as some context holding them is: the ``with`` block, and any task, thread or
+    generator that copied it (a reference cycle keeps it until the garbage collector runs). While
+    one is alive spans read them; when the last one is freed the next span started outside every
+    context takes the processor out of the span path.
+    """
+
+    __slots__ = ("__weakref__",)
+
+
+_live_append = ContextSpans.live.append
+_live_remove = ContextSpans.live.remove
+
+
+def _step_in() -> None:
+    """Put the ContextSpanProcessor back in the span paths (a context was entered while it was out)."""
     provider = _Configured.tracer_provider or trace.get_tracer_provider()
     try:
-        from llmtel.instrumentation.processors import add_context_processor
-
-        add_context_processor(provider)
-    except ImportError:  # the API without the SDK: nothing to add to
-        pass
+        from llmtel.instrumentation.processors import step_in
+    except ImportError:  # the API without the SDK: no span path to join
+        ContextSpans.installed = True
+        return
+    step_in(provider)
 
 
 def _tracer() -> trace.Tracer:
@@ -202,7 +260,7 @@ class _Scope:
 
     def __enter__(self) -> Any:
         entered = self._enter(None, None)
-        token = otel_context.attach(entered[0])
+        token = _attach(entered[0])
         if self._entry is None:  # the usual case: one `with` at a time on this object
             self._entry = (entered, token)
         else:
@@ -213,12 +271,12 @@ class _Scope:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         entry = self._entry
-        if entry is not None and otel_context.get_current() is entry[0][0]:
+        if entry is not None and _get_current() is entry[0][0]:
             self._entry = None
         else:
             entry = self._pop_entry()
         entered, token = entry
-        otel_context.detach(token)
+        _detach(token)
         self._exit(entered, exc)
 
     def _pop_entry(self) -> tuple[Any, Any]:
@@ -251,14 +309,14 @@ class _Scope:
 
             @functools.wraps(function)
             def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return _run_async_generator(scope, function, args, kwargs, otel_context.get_current())
+                return _run_async_generator(scope, function, args, kwargs, _get_current())
 
             return async_gen_wrapper  # type: ignore[return-value]
         if inspect.isgeneratorfunction(function):
 
             @functools.wraps(function)
             def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return _run_generator(scope, function, args, kwargs, otel_context.get_current())
+                return _run_generator(scope, function, args, kwargs, _get_current())
 
             return gen_wrapper  # type: ignore[return-value]
         if inspect.iscoroutinefunction(function):
@@ -266,14 +324,14 @@ class _Scope:
             @functools.wraps(function)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 entered = scope._enter(None, (args, kwargs))
-                token = otel_context.attach(entered[0])
+                token = _attach(entered[0])
                 try:
                     result = await function(*args, **kwargs)
                 except BaseException as error:
-                    otel_context.detach(token)
+                    _detach(token)
                     scope._exit(entered, error)
                     raise
-                otel_context.detach(token)
+                _detach(token)
                 scope._exit(entered, None, result)
                 return result
 
@@ -282,14 +340,14 @@ class _Scope:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             entered = scope._enter(None, (args, kwargs))
-            token = otel_context.attach(entered[0])
+            token = _attach(entered[0])
             try:
                 result = function(*args, **kwargs)
             except BaseException as error:
-                otel_context.detach(token)
+                _detach(token)
                 scope._exit(entered, error)
                 raise
-            otel_context.detach(token)
+            _detach(token)
             scope._exit(entered, None, result)
             return result
 
@@ -301,14 +359,14 @@ def _run_generator(scope: _Scope, function: Callable[..., Any], args: tuple, kwa
     """Drive a generator with its scope's context attached for each step, wherever it is consumed."""
     entered = scope._enter(parent, (args, kwargs))
     ctx = entered[0]
-    token = otel_context.attach(ctx)
+    token = _attach(ctx)
     try:
         generator = function(*args, **kwargs)
     except BaseException as error:
-        otel_context.detach(token)
+        _detach(token)
         scope._exit(entered, error)
         raise
-    otel_context.detach(token)
+    _detach(token)
     return _ScopedGenerator(scope, entered, ctx, generator)
 
 
@@ -336,15 +394,15 @@ class _ScopedGenerator:
     def close(self) -> None:
         if self._done:
             return
-        token = otel_context.attach(self._ctx)
+        token = _attach(self._ctx)
         try:
             self._generator.close()
         finally:
-            otel_context.detach(token)
+            _detach(token)
             self._finish(None)
 
     def _step(self, method: Callable[..., Any], *args: Any) -> Any:
-        token = otel_context.attach(self._ctx)
+        token = _attach(self._ctx)
         try:
             return method(*args)
         except StopIteration as stop:
@@ -354,7 +412,7 @@ class _ScopedGenerator:
             self._finish(error)
             raise
         finally:
-            otel_context.detach(token)
+            _detach(token)
 
     def _finish(self, error: BaseException | None, result: Any = None) -> None:
         if not self._done:
@@ -370,14 +428,14 @@ def _run_async_generator(scope: _Scope, function: Callable[..., Any], args: tupl
                          parent: otel_context.Context) -> Any:
     entered = scope._enter(parent, (args, kwargs))
     ctx = entered[0]
-    token = otel_context.attach(ctx)
+    token = _attach(ctx)
     try:
         generator = function(*args, **kwargs)
     except BaseException as error:
-        otel_context.detach(token)
+        _detach(token)
         scope._exit(entered, error)
         raise
-    otel_context.detach(token)
+    _detach(token)
     return _ScopedAsyncGenerator(scope, entered, ctx, generator)
 
 
@@ -403,16 +461,16 @@ class _ScopedAsyncGenerator:
     async def aclose(self) -> None:
         if self._done:
             return
-        token = otel_context.attach(self._ctx)
+        token = _attach(self._ctx)
         try:
             await self._generator.aclose()
         finally:
-            otel_context.detach(token)
+            _detach(token)
             self._finish(None)
 
     async def _step(self, method: Callable[..., Any], *args: Any) -> Any:
         # The awaitable runs inside this coroutine, so the attach/detach pair stays in one task.
-        token = otel_context.attach(self._ctx)
+        token = _attach(self._ctx)
         try:
             return await method(*args)
         except StopAsyncIteration:
@@ -422,7 +480,7 @@ class _ScopedAsyncGenerator:
             self._finish(error)
             raise
         finally:
-            otel_context.detach(token)
+            _detach(token)
 
     def _finish(self, error: BaseException | None) -> None:
         if not self._done:
@@ -460,7 +518,7 @@ class _SummaryScope(_Scope):
 
     def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
         if parent is None:
-            parent = otel_context.get_current()
+            parent = _get_current()
         span = _Configured.tracer.start_span(self._span_name, context=parent, kind=SpanKind.INTERNAL,
                                              attributes=self._attributes)
         outer = parent.get(SCOPE_KEY)
@@ -555,7 +613,7 @@ class tool(_Scope):  # noqa: N801
         if self.name is None:
             raise TypeError("tool() used as a context manager needs a name")
         if parent is None:
-            parent = otel_context.get_current()
+            parent = _get_current()
         attributes = self._attributes
         scope = parent.get(SCOPE_KEY)
         if scope is not None:
@@ -642,23 +700,60 @@ class context(_Scope):  # noqa: N801
                     value if isinstance(value, (str, bool, int, float)) else json.dumps(value, default=str)
                 )
         self._attributes = attrs
+        # What an entry outside any other context carries.
+        self._alone = {**attrs, sc.LLMTEL_TAGS: self._tags} if self._tags else attrs
 
-    def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
-        if not _Configured.context_processor_added:
-            _ensure_context_processor()
-        if parent is None:
-            parent = otel_context.get_current()
+    def _context_under(self, parent: Context) -> Context:
         outer = parent.get(CONTEXT_ATTRIBUTES_KEY)
         if outer:
-            merged = {**outer, **self._attributes}
+            merged = _ContextAttributes(outer)
+            merged.update(self._attributes)
             if self._tags:
                 known = outer.get(sc.LLMTEL_TAGS, ())
                 merged[sc.LLMTEL_TAGS] = known + tuple(t for t in self._tags if t not in known)
         else:
-            merged = self._attributes
-            if self._tags:
-                merged = {**merged, sc.LLMTEL_TAGS: self._tags}
-        return (Context({**parent, CONTEXT_ATTRIBUTES_KEY: merged}),)
+            merged = _ContextAttributes(self._alone)
+        _live_append(weakref.ref(merged, _live_remove))
+        if not ContextSpans.installed:
+            _step_in()
+        return Context({**parent, CONTEXT_ATTRIBUTES_KEY: merged})
+
+    def _enter(self, parent: otel_context.Context | None, call: Any) -> Any:
+        return (self._context_under(_get_current() if parent is None else parent),)
+
+    # ``with context(...)``: the base class's entry and exit without the scope machinery a
+    # context does not need (no span, nothing to do on exit); entries are kept as (context, token).
+
+    def __enter__(self) -> Any:
+        parent = _get_current()
+        if CONTEXT_ATTRIBUTES_KEY in parent:
+            ctx = self._context_under(parent)
+        else:  # the usual case, inline: _context_under without an outer context
+            merged = _ContextAttributes(self._alone)
+            _live_append(weakref.ref(merged, _live_remove))
+            if not ContextSpans.installed:
+                _step_in()
+            ctx = Context({**parent, CONTEXT_ATTRIBUTES_KEY: merged})
+        token = _attach(ctx)
+        if self._entry is None:
+            self._entry = (ctx, token)
+        else:
+            _ENTRIES.set((*_ENTRIES.get(), (self, ctx, token)))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        entry = self._entry
+        if entry is not None and _get_current() is entry[0]:
+            self._entry = None
+        else:
+            entry = self._pop_entry()
+        if _reset is None:
+            _detach(entry[1])
+            return
+        try:
+            _reset(entry[1])
+        except Exception:  # a token of another context: OpenTelemetry's detach logs it, as always
+            otel_context.detach(entry[1])
 
     def _exit(self, entered: Any, error: BaseException | None, result: Any = None) -> None:
         return None

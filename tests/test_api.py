@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import threading
@@ -284,26 +285,103 @@ def test_context_attributes_are_set_before_processors_added_later_see_the_span(t
     assert recorder.seen == [("inside", "u-2"), ("outside", None), ("explicit parent context", "u-2")]
 
 
-def test_context_processor_added_once_to_a_provider_built_by_hand():
+def _context_processors(provider) -> list:
+    from llmtel.instrumentation.processors import ContextSpanProcessor
+
+    return [p for p in provider._active_span_processor._span_processors if isinstance(p, ContextSpanProcessor)]
+
+
+def test_context_processor_is_in_the_span_path_only_while_a_context_is_alive():
     from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from llmtel.instrumentation.processors import ContextSpanProcessor, add_context_processor
+    from llmtel.instrumentation.processors import add_context_processor
 
+    gc.collect()  # contexts the earlier tests left in reference cycles (asyncio, thread pools) are freed
     exporter = InMemorySpanExporter()
     provider = TracerProvider(active_span_processor=SynchronousMultiSpanProcessor())
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     add_context_processor(provider)
     add_context_processor(provider)
-    processors = provider._active_span_processor._span_processors
-    assert sum(isinstance(p, ContextSpanProcessor) for p in processors) == 1
+    tracer = provider.get_tracer("t")
+    tracer.start_span("before").end()  # no context alive anywhere: nothing of ours on the path
+    assert _context_processors(provider) == []
     with context(session_id="s-9"):
-        provider.get_tracer("t").start_span("work").end()
-    provider.get_tracer("t").start_span("outside").end()
-    work, outside = exporter.get_finished_spans()
-    assert work.attributes["session.id"] == "s-9" and "session.id" not in outside.attributes
+        # In once, and first: every other processor's on_start sees the attributes.
+        processors = provider._active_span_processor._span_processors
+        assert len(_context_processors(provider)) == 1 and processors[0] is _context_processors(provider)[0]
+        tracer.start_span("work").end()
+    assert len(_context_processors(provider)) == 1  # out only when a span starts with no context alive
+    tracer.start_span("outside").end()
+    assert _context_processors(provider) == []
+    tracer.start_span("outside again").end()
+    with context(session_id="s-10"):
+        tracer.start_span("work again").end()
+    spans = {s.name: dict(s.attributes) for s in exporter.get_finished_spans()}
+    assert spans["work"]["session.id"] == "s-9" and spans["work again"]["session.id"] == "s-10"
+    assert all("session.id" not in spans[name] for name in ("before", "outside", "outside again"))
     provider.shutdown()
+
+
+def test_context_kept_by_a_task_outliving_its_with_block_still_reaches_its_spans(telemetry):
+    tracer = telemetry.tracer_provider.get_tracer("someone-else")
+
+    async def later(started: asyncio.Event, go_on: asyncio.Event) -> None:
+        started.set()
+        await go_on.wait()
+        tracer.start_span("in the background").end()
+
+    async def main() -> None:
+        started, go_on = asyncio.Event(), asyncio.Event()
+        with context(user_id="u-bg"):
+            task = asyncio.get_running_loop().create_task(later(started, go_on))
+            await started.wait()
+        tracer.start_span("request done").end()  # no context here, but the task's is alive
+        assert _context_processors(telemetry.tracer_provider)
+        go_on.set()
+        await task
+        del task
+        await asyncio.sleep(0)  # the loop drops the finished task's last callback handle
+        gc.collect()  # and a finished task can sit in a reference cycle until the collector runs
+        tracer.start_span("after the task").end()  # the task's context is gone: out of the path
+        assert not _context_processors(telemetry.tracer_provider)
+
+    asyncio.run(main())
+    spans = {s.name: dict(s.attributes) for s in telemetry.finished()}
+    assert spans["in the background"]["user.id"] == "u-bg"
+    assert "user.id" not in spans["request done"] and "user.id" not in spans["after the task"]
+
+
+def test_contexts_and_spans_outside_on_many_threads_at_once(telemetry):
+    """Contexts open and close on some threads while spans start outside any on others (the
+    processor steps in and out all the time): every span inside a context has its attributes,
+    none outside has them."""
+    tracer = telemetry.tracer_provider.get_tracer("someone-else")
+    stop = threading.Event()
+
+    def inside(worker: int) -> None:
+        for number in range(300):
+            with context(user_id=f"u-{worker}"):
+                tracer.start_span(f"in {worker} {number}").end()
+
+    def outside() -> None:
+        while not stop.is_set():
+            tracer.start_span("out").end()
+
+    others = [threading.Thread(target=outside) for _ in range(2)]
+    for thread in others:
+        thread.start()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(inside, range(4)))
+    stop.set()
+    for thread in others:
+        thread.join()
+    spans = telemetry.finished()
+    inside_spans = [s for s in spans if s.name.startswith("in ")]
+    assert len(inside_spans) == 1200
+    assert all(s.attributes.get("user.id") == f"u-{s.name.split()[1]}" for s in inside_spans)
+    assert all("user.id" not in s.attributes for s in spans if s.name == "out")
 
 
 def test_hashed_user_id(fake_openai):
@@ -363,3 +441,28 @@ def test_llm_and_tool_spans_carry_the_innermost_agent_name(client, telemetry):
     assert tool_span.attributes["gen_ai.agent.name"] == "researcher"
     (inner,) = by_name(telemetry)["invoke_agent researcher"]
     assert inner.attributes["gen_ai.agent.name"] == "researcher"
+
+
+def test_context_functions_fall_back_to_the_public_api_with_another_runtime_context(monkeypatch):
+    from opentelemetry import context as otel_context
+
+    from llmtel.instrumentation import api
+
+    default = api._runtime_context_functions()
+    assert default[0].__self__ is otel_context._RUNTIME_CONTEXT._current_context  # the fast path here
+
+    class OtherRuntime:  # what OTEL_PYTHON_CONTEXT could load instead of the ContextVar runtime
+        _current_context = object()
+
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", OtherRuntime())
+    assert api._runtime_context_functions() == (otel_context.get_current, otel_context.attach, otel_context.detach)
+
+
+def test_a_context_left_from_another_execution_context_does_not_raise(caplog):
+    import contextvars
+
+    entered = context(user_id="u-x")
+    contextvars.copy_context().run(entered.__enter__)  # entered in a copy, left here: reset refuses
+    with caplog.at_level("ERROR", logger="opentelemetry.context"):
+        entered.__exit__(None, None, None)
+    assert "Failed to detach context" in caplog.text  # OpenTelemetry's own message, as for its detach
