@@ -89,7 +89,7 @@ STREAM_MODES = ("bare-stream", "llmtel-stream", "llmtel-nousage-stream")
 PEERS = {"official": "the official instrumentation", "openllmetry": "OpenLLMetry"}
 # The workflow/agent/tool/context API, each against the SDK's own cost of the same span.
 API_MODES = ("api-agent-floor", "api-agent", "api-tool-floor", "api-tool", "api-context",
-             "api-span", "api-span-after-context")
+             "api-span", "api-span-after-context", "api-context-then-span")
 TARGET_DECORATOR_RATIO = 1.2
 TARGET_CONTEXT_INSTRUCTIONS = 20_000
 
@@ -417,14 +417,22 @@ def api_workload(mode: str, providers: Providers) -> Workload:
         tracer.start_span("GET /orders", kind=SpanKind.SERVER, attributes=agent_start).end()
         return 1
 
+    def context_then_span() -> int:  # the worst case for the processor stepping in and out
+        in_context()
+        return plain_span()
+
     if mode == "api-span-after-context":
-        # A context puts the ContextSpanProcessor in the span path; the first span started once no
-        # context is alive (here the first warm-up call) takes it out again.
+        # A context puts the ContextSpanProcessor in the span path; once STEP_OUT_AFTER spans have
+        # started with no context alive it takes itself out again.
+        from llmtel.instrumentation.processors import STEP_OUT_AFTER
+
         with context(user_id="customer-42"):
             tracer.start_span("in a context").end()
+        for _ in range(STEP_OUT_AFTER):
+            tracer.start_span("outside, before the measured calls").end()
     calls = {"api-agent-floor": agent_floor, "api-agent": triage, "api-tool-floor": tool_floor,
              "api-tool": lookup_order, "api-context": in_context, "api-span": plain_span,
-             "api-span-after-context": plain_span}
+             "api-span-after-context": plain_span, "api-context-then-span": context_then_span}
     return Workload(calls[mode])
 
 
@@ -508,7 +516,10 @@ def run_calls(mode: str, calls: int, chunks: int, timed: bool = False) -> int:
     workload.disable()
     spans = providers.finish()
     expected = 0 if mode.startswith("bare") or mode == "api-context" else WARM_UP_CALLS + calls
-    expected += mode == "api-span-after-context"  # the span made inside the context beforehand
+    if mode == "api-span-after-context":  # the spans made beforehand, in the context and after it
+        from llmtel.instrumentation.processors import STEP_OUT_AFTER
+
+        expected += 1 + STEP_OUT_AFTER
     if spans != expected:
         print(f"{mode}: {spans} spans exported, expected {expected}", file=sys.stderr)
         return 1
@@ -725,6 +736,17 @@ def print_api_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, 
     if plain is not None and after is not None:
         print(f"a span started outside any context, after contexts were used and left: "
               f"{after - plain:+,.0f} instructions ({(after - plain) / plain:+.2%} of the span; target 0)")
+    alternating, entry = per_call["api-context-then-span"], per_call["api-context"]
+    if alternating is not None and entry is not None and plain is not None:
+        print(f"a context, then a lone span outside it, again and again: {alternating - entry - plain:+,.0f} "
+              f"instructions a round over the two alone (the processor in the span path, stepping out "
+              f"every {_step_out_after()} lone spans)")
+
+
+def _step_out_after() -> int:
+    from llmtel.instrumentation.processors import STEP_OUT_AFTER
+
+    return STEP_OUT_AFTER
 
 
 # --- Entry point --------------------------------------------------------------------------------

@@ -99,6 +99,7 @@ class _Configured:
     tracer: trace.Tracer = trace.get_tracer("llmtel.instrumentation", __version__)
     settings: Settings | None = None
     tracer_provider: Any = None
+    step_in: Callable[[Any], None] | None = None  # processors.step_in, imported on first use
 
 
 def configure(tracer: trace.Tracer | None, settings: Settings | None, tracer_provider: Any = None) -> None:
@@ -141,11 +142,14 @@ _live_remove = ContextSpans.live.remove
 def _step_in() -> None:
     """Put the ContextSpanProcessor back in the span paths (a context was entered while it was out)."""
     provider = _Configured.tracer_provider or trace.get_tracer_provider()
-    try:
-        from llmtel.instrumentation.processors import step_in
-    except ImportError:  # the API without the SDK: no span path to join
-        ContextSpans.installed = True
-        return
+    step_in = _Configured.step_in
+    if step_in is None:
+        try:
+            from llmtel.instrumentation.processors import step_in
+        except ImportError:  # the API without the SDK: no span path to join
+            ContextSpans.installed = True
+            return
+        _Configured.step_in = step_in
     step_in(provider)
 
 

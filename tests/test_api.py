@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from telemetry_capture import by_name, parent_name
 
 from llmtel.instrumentation import agent, context, tool, workflow
+from llmtel.instrumentation.processors import STEP_OUT_AFTER
 
 MESSAGES = [{"role": "user", "content": "Where is my order?"}]
 
@@ -312,7 +313,11 @@ def test_context_processor_is_in_the_span_path_only_while_a_context_is_alive():
         processors = provider._active_span_processor._span_processors
         assert len(_context_processors(provider)) == 1 and processors[0] is _context_processors(provider)[0]
         tracer.start_span("work").end()
-    assert len(_context_processors(provider)) == 1  # out only when a span starts with no context alive
+    # Out once STEP_OUT_AFTER spans have started with no context alive (not at the first: an app
+    # alternating contexts and lone spans would step in and out on every request).
+    for _ in range(STEP_OUT_AFTER - 1):
+        tracer.start_span("outside").end()
+    assert len(_context_processors(provider)) == 1
     tracer.start_span("outside").end()
     assert _context_processors(provider) == []
     tracer.start_span("outside again").end()
@@ -344,7 +349,8 @@ def test_context_kept_by_a_task_outliving_its_with_block_still_reaches_its_spans
         del task
         await asyncio.sleep(0)  # the loop drops the finished task's last callback handle
         gc.collect()  # and a finished task can sit in a reference cycle until the collector runs
-        tracer.start_span("after the task").end()  # the task's context is gone: out of the path
+        for _ in range(STEP_OUT_AFTER):
+            tracer.start_span("after the task").end()  # the task's context is gone: out of the path
         assert not _context_processors(telemetry.tracer_provider)
 
     asyncio.run(main())
