@@ -30,6 +30,12 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRY_MAX_ELAPSED = 10.0
 DEFAULT_EXPORT_TIMEOUT = 30.0  # the SDK's OTEL_BSP_EXPORT_TIMEOUT default, 30000 ms
 DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
+# One insert takes the batches waiting together up to these caps: ClickHouse's guidance is 10k to
+# 100k rows per insert (https://clickhouse.com/docs/best-practices/selecting-an-insert-strategy).
+DEFAULT_INSERT_MAX_ROWS = 100_000
+DEFAULT_INSERT_MAX_BYTES = 64 * 1024 * 1024
+# ... and about one insert per second: each costs a new part in four tables, and merges later.
+DEFAULT_INSERT_INTERVAL = 1.0
 COMPRESSIONS = ("lz4", "zstd", "gzip", "deflate", "br", "none")
 
 # The SDK's own variable (BatchSpanProcessor): the SDK never passes it to export(), so the
@@ -174,6 +180,9 @@ class ExporterConfig:
     export_timeout: float = DEFAULT_EXPORT_TIMEOUT
     spool_dir: str = ""
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    insert_max_rows: int = DEFAULT_INSERT_MAX_ROWS
+    insert_max_bytes: int = DEFAULT_INSERT_MAX_BYTES
+    insert_interval: float = DEFAULT_INSERT_INTERVAL
     data_dir: str = ""
     problems: tuple[str, ...] = ()
 
@@ -208,6 +217,12 @@ class ExporterConfig:
             spool_dir=os.path.abspath(os.path.expanduser(spool_dir)) if spool_dir else os.path.join(data_dir, "spool"),
             spool_max_bytes=reader.size("spool_max_bytes", env.OTEL_EXPORTER_CLICKHOUSE_SPOOL_MAX_BYTES,
                                         DEFAULT_SPOOL_MAX_BYTES),
+            insert_max_rows=reader.count("insert_max_rows", env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS,
+                                         DEFAULT_INSERT_MAX_ROWS),
+            insert_max_bytes=reader.size("insert_max_bytes", env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_BYTES,
+                                         DEFAULT_INSERT_MAX_BYTES),
+            insert_interval=reader.duration("insert_interval", env.OTEL_EXPORTER_CLICKHOUSE_INSERT_INTERVAL,
+                                            DEFAULT_INSERT_INTERVAL),
             data_dir=data_dir,
         )
         problems = reader.finish()
@@ -242,7 +257,7 @@ class ExporterConfig:
 
     @property
     def retry_budget(self) -> float:
-        """How long one export may retry: the shorter of our limit and the SDK's export timeout."""
+        """How long one insert may be retried: the shorter of our limit and the SDK's export timeout."""
         return max(0.0, min(self.retry_max_elapsed, self.export_timeout))
 
     @property
@@ -294,6 +309,12 @@ class ExporterConfig:
             found.append(
                 f"{env.OTEL_EXPORTER_CLICKHOUSE_SPOOL_MAX_BYTES}: must not be negative (0 turns the spool off)"
             )
+        if self.insert_max_rows < 1:
+            found.append(f"{env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS}: must be at least 1")
+        if self.insert_max_bytes < 1:
+            found.append(f"{env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_BYTES}: must be more than 0, e.g. 64MiB")
+        if self.insert_interval < 0:
+            found.append(f"{env.OTEL_EXPORTER_CLICKHOUSE_INSERT_INTERVAL}: must not be negative (0: no waiting)")
         if self.ttl >= 0:
             found.extend(self._schema_problems())
         return found
@@ -404,6 +425,18 @@ class _Reader:
         except ValueError as error:
             self.problems.append(f"{label}: {error}")
             return default
+
+    def count(self, key: str, variable: str, default: int) -> int:
+        value, label = self._raw(key, variable)
+        if value is None:
+            return default
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = str(value).strip().replace("_", "")
+        if not text.isdigit():
+            self.problems.append(f"{label}: {str(value).strip()!r} is not a whole number")
+            return default
+        return int(text)
 
     def finish(self) -> list[str]:
         for key in sorted(self.overrides):

@@ -96,9 +96,11 @@ OTEL_EXPORTER_CLICKHOUSE_RETRY_MAX_ELAPSED_TIME = "OTEL_EXPORTER_CLICKHOUSE_RETR
 """
 .. envvar:: OTEL_EXPORTER_CLICKHOUSE_RETRY_MAX_ELAPSED_TIME
 
-How long one export keeps retrying a batch that failed for a passing reason (server down,
-timeout, 5xx) before it puts the batch in the spool, as a Go duration. Default ``10s``; never
-longer than ``OTEL_BSP_EXPORT_TIMEOUT``. ``0``: one attempt, then the spool.
+How long the exporter keeps retrying an insert that failed for a passing reason (server down,
+timeout, 5xx) before it backs off (probes at growing intervals, at most every 30 s; the batches
+wait in the spool meanwhile), as a Go duration. Default ``10s``; never longer than
+``OTEL_BSP_EXPORT_TIMEOUT``. ``0``: one attempt, then the backoff. Without a spool it bounds the
+synchronous attempts of one ``export()``.
 """
 
 OTEL_EXPORTER_CLICKHOUSE_SPOOL_DIR = "OTEL_EXPORTER_CLICKHOUSE_SPOOL_DIR"
@@ -116,4 +118,35 @@ OTEL_EXPORTER_CLICKHOUSE_SPOOL_MAX_BYTES = "OTEL_EXPORTER_CLICKHOUSE_SPOOL_MAX_B
 Size cap of the spool (per store and table): bytes, or with a unit (``512MiB``, ``2GB``).
 Default ``256MiB``. Past it the oldest batches are dropped and counted. ``0``: no spool (a batch
 the store cannot take is dropped, with a warning).
+"""
+
+OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS = "OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS"
+"""
+.. envvar:: OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS
+
+At most this many spans in one insert. The exporter's drain thread inserts the batches waiting
+in the spool oldest first, several consecutive batches in one insert when they wait together
+(ClickHouse pays a fixed cost per insert: its guidance is fewer, larger inserts of 10,000 to
+100,000 rows). Default ``100000``. A batch larger than this is inserted alone. ``1``: one
+batch per insert.
+"""
+
+OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_BYTES = "OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_BYTES"
+"""
+.. envvar:: OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_BYTES
+
+At most this many bytes of encoded batches in one insert (see
+``OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS``): bytes, or with a unit (``16MiB``). Default
+``64MiB`` (the drain thread holds one insert in memory).
+"""
+
+OTEL_EXPORTER_CLICKHOUSE_INSERT_INTERVAL = "OTEL_EXPORTER_CLICKHOUSE_INSERT_INTERVAL"
+"""
+.. envvar:: OTEL_EXPORTER_CLICKHOUSE_INSERT_INTERVAL
+
+The least time between the starts of two inserts while less than a full insert (see
+``OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS``) waits, as a Go duration: the batches exported
+meanwhile go into the next insert together, as ClickHouse recommends (about one insert a
+second). Default ``1s``. A batch exported after a quiet spell is inserted at once, and
+``force_flush()``/``shutdown()`` do not wait. ``0``: insert whenever batches wait.
 """

@@ -498,7 +498,8 @@ def workload(tmp_path_factory: pytest.TempPathFactory, fake_openai: Any) -> Iter
         with capture.instrumented():
             _run_the_app(fake_openai)
         for processor in processors:
-            assert processor.force_flush()
+            assert processor.force_flush()  # exported: in the spool, stored by the drain thread...
+            assert processor.span_exporter.force_flush()  # ...now
         spans = capture.finished()
         for processor in processors:
             assert processor.span_exporter.spool.pending() == []  # every batch stored, none spooled

@@ -87,6 +87,9 @@ def test_every_variable_is_read_and_keyword_arguments_override() -> None:
         env.OTEL_EXPORTER_CLICKHOUSE_RETRY_MAX_ELAPSED_TIME: "3s",
         env.OTEL_EXPORTER_CLICKHOUSE_SPOOL_DIR: "/var/spool/llmtel",
         env.OTEL_EXPORTER_CLICKHOUSE_SPOOL_MAX_BYTES: "1GiB",
+        env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS: "20_000",
+        env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_BYTES: "16MiB",
+        env.OTEL_EXPORTER_CLICKHOUSE_INSERT_INTERVAL: "250ms",
         "OTEL_BSP_EXPORT_TIMEOUT": "2000",
     }
     config = ExporterConfig.from_environment(environ)
@@ -96,6 +99,7 @@ def test_every_variable_is_read_and_keyword_arguments_override() -> None:
     assert (config.ttl, config.create_schema, config.cluster_name) == (259200, False, "main")
     assert (config.timeout, config.compress, config.retry_max_elapsed) == (2.5, "zstd", 3.0)
     assert config.spool_max_bytes == 1024**3 and str(config.spool_path).startswith("/var/spool/llmtel/")
+    assert (config.insert_max_rows, config.insert_max_bytes, config.insert_interval) == (20_000, 16 * 1024**2, 0.25)
     assert config.retry_budget == 2.0  # the SDK's export timeout bounds the retries
     target = config.target()
     assert (target.kind, target.secure, target.host, target.port) == ("server", True, "ch.example", 9443)
@@ -119,13 +123,16 @@ def test_every_problem_is_reported_at_once_one_line_each() -> None:
             env.OTEL_EXPORTER_CLICKHOUSE_SPOOL_MAX_BYTES: "-1",
             env.OTEL_EXPORTER_CLICKHOUSE_TABLE_ENGINE: "Log()",
             env.OTEL_EXPORTER_CLICKHOUSE_DATABASE: "bad\nname",
+            env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS: "lots",
+            env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_BYTES: "0",
         },
         colour="blue",
     )
     problems = config.validate()
-    assert len(problems) == 8
+    assert len(problems) == 10
     assert all("\n" not in problem for problem in problems)
-    for variable in ("ENDPOINT", "TTL", "TIMEOUT", "CREATE_SCHEMA", "SPOOL_MAX_BYTES", "TABLE_ENGINE", "DATABASE"):
+    for variable in ("ENDPOINT", "TTL", "TIMEOUT", "CREATE_SCHEMA", "SPOOL_MAX_BYTES", "TABLE_ENGINE", "DATABASE",
+                     "INSERT_MAX_ROWS", "INSERT_MAX_BYTES"):
         assert sum(problem.startswith(f"OTEL_EXPORTER_CLICKHOUSE_{variable}:") for problem in problems) == 1, variable
     assert any(problem.startswith("colour=") for problem in problems)
     assert "add a unit" in next(p for p in problems if "TIMEOUT" in p)
@@ -209,9 +216,10 @@ def test_only_config_reads_the_environment() -> None:
 
 def test_every_variable_is_documented_and_configurable() -> None:
     names = [name for name in vars(env) if name.startswith("OTEL_EXPORTER_CLICKHOUSE_")]
-    assert len(names) == 14
+    assert len(names) == 17
     fields = {field.name for field in dataclasses.fields(ExporterConfig)}
-    assert {"endpoint", "spool_dir", "spool_max_bytes", "retry_max_elapsed"} <= fields
+    assert {"endpoint", "spool_dir", "spool_max_bytes", "retry_max_elapsed", "insert_max_rows",
+            "insert_max_bytes", "insert_interval"} <= fields
 
 
 def test_a_misconfigured_exporter_logs_one_error_keeps_spans_and_never_raises(

@@ -153,8 +153,10 @@ def exporter_for(endpoint: ChdbHttpEndpoint, tmp_path: Path, request: pytest.Fix
 def test_500s_are_retried_and_the_batch_stored_once(endpoint: ChdbHttpEndpoint, exporter_for: Any) -> None:
     exporter = exporter_for()
     exporter.export(span_batch(1, seed=1))  # schema in place
+    assert exporter.force_flush()
     endpoint.faults(fail_next=2, status=500)
     assert exporter.export(span_batch(40)) is SpanExportResult.SUCCESS
+    assert exporter.force_flush()
     assert exporter.spool.pending() == []
     last = endpoint.requests()[-3:]
     assert [(r["status"], r["fault"]) for r in last] == [(500, "fail"), (500, "fail"), (200, "")]
@@ -167,10 +169,12 @@ def test_500s_past_the_retry_budget_go_to_the_spool_and_come_back(
 ) -> None:
     exporter = exporter_for(retry_max_elapsed="1s")
     exporter.export(span_batch(1, seed=1))
+    assert exporter.force_flush()
     endpoint.faults(fail_next=1000, status=503)
-    started = time.monotonic()
     assert exporter.export(span_batch(30)) is SpanExportResult.SUCCESS
-    assert time.monotonic() - started < 5  # the budget (1 s) plus one attempt, not more
+    assert exporter.force_flush() is False  # once the budget (1 s) is spent: the drainer backs off
+    assert exporter.store_failing
+    assert sum(r["fault"] == "fail" for r in endpoint.requests()) >= 2  # retried within the budget
     assert [item.rows for item in exporter.spool.pending()] == [30]
     endpoint.faults()
     assert exporter.force_flush()
@@ -182,8 +186,10 @@ def test_a_store_slower_than_the_timeout_gets_the_batch_once(endpoint: ChdbHttpE
     # ambiguous failure). The replay carries the same token, so the batch is stored once.
     exporter = exporter_for(timeout="1s", retry_max_elapsed="0s")
     exporter.export(span_batch(1, seed=1))
+    assert exporter.force_flush()
     endpoint.faults(delay_seconds=1.5)
     assert exporter.export(span_batch(25)) is SpanExportResult.SUCCESS
+    assert exporter.force_flush() is False  # the client gave up on the insert
     assert len(exporter.spool.pending()) == 1
     time.sleep(1.0)  # let the slow server finish what it was given
     endpoint.faults()
@@ -194,8 +200,10 @@ def test_a_store_slower_than_the_timeout_gets_the_batch_once(endpoint: ChdbHttpE
 def test_dropped_connections_are_retried(endpoint: ChdbHttpEndpoint, exporter_for: Any) -> None:
     exporter = exporter_for()
     exporter.export(span_batch(1, seed=1))
+    assert exporter.force_flush()
     endpoint.faults(drop_next=2)
     assert exporter.export(span_batch(15)) is SpanExportResult.SUCCESS
+    assert exporter.force_flush()
     assert exporter.spool.pending() == []
     assert stored(endpoint, exporter.config.database) == (16, 16)
 
@@ -213,6 +221,7 @@ def test_down_at_start_then_up(tmp_path: Path) -> None:
         late.start()
         assert exporter.force_flush()
         assert exporter.export(span_batch(3, seed=3)) is SpanExportResult.SUCCESS
+        assert exporter.force_flush()
         assert stored(late, "late") == (18, 18)
     finally:
         exporter.shutdown()
@@ -243,6 +252,18 @@ def test_an_app_exits_promptly_with_the_store_down_and_its_spans_spooled(tmp_pat
     assert time.monotonic() - started < 15
     (spooled,) = tmp_path.glob("llmtel/spool/*/*.batch")
     assert spooled.name.split("-")[3] == "5"  # rows
+
+
+def test_an_app_exits_promptly_and_its_last_spans_are_stored(tmp_path: Path, endpoint: ChdbHttpEndpoint) -> None:
+    # The SDK's exit hook exports the last batch (into the spool) and shuts the exporter down,
+    # which drains the spool before the process ends.
+    endpoint.reset()
+    environment = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "OTEL_EXPORTER_CLICKHOUSE_ENDPOINT": endpoint.url,
+                   "OTEL_EXPORTER_CLICKHOUSE_DATABASE": "exiting"}
+    subprocess.run([sys.executable, "-c", EXITING_APP], env=environment, check=True, capture_output=True,
+                   timeout=60)
+    assert stored(endpoint, "exiting") == (5, 5)
+    assert not list(tmp_path.glob("llmtel/spool/*/*.batch"))
 
 
 # --- the exporting process killed ------------------------------------------------------------
@@ -349,6 +370,7 @@ def test_an_embedded_store_held_elsewhere_is_one_line_and_spans_wait(
             assert exporter.export(span_batch(8)) is SpanExportResult.SUCCESS
             assert exporter.export(span_batch(4, seed=2)) is SpanExportResult.SUCCESS
             assert time.monotonic() - started < 5
+            assert exporter.force_flush(10_000) is False  # held elsewhere: not retried in a loop
         (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert str(store) in line and "llmtel serve" in line
         assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318" in line and "\n" not in line

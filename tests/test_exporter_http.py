@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from exporter_spans import ROW_QUERY, every_kind_of_span, expected_rows, span_ba
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from llmtel.exporter_clickhouse import ClickHouseSpanExporter, schema
+from llmtel.exporter_clickhouse.columns import INSERT_COLUMN_NAMES
+from llmtel.exporter_clickhouse.spool import group_token
 
 USER, PASSWORD = "writer", "s3cret"
 
@@ -56,6 +60,7 @@ def test_spans_of_every_kind_read_back_through_http(make_exporter: Any, reader: 
     exporter = make_exporter()
     spans = every_kind_of_span()
     assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.force_flush()
     table = f"`{exporter.config.database}`.`otel_traces`"
     assert [tuple(row) for row in reader.query(ROW_QUERY.format(table=table)).result_rows] == expected_rows(spans)
 
@@ -67,6 +72,7 @@ def test_every_compression_stores_every_row(
     exporter = make_exporter(compress=compress)
     spans = span_batch(2500, seed=len(compress))
     assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.force_flush()
     table = f"`{exporter.config.database}`.otel_traces"
     count, distinct, total = reader.query(
         f"SELECT count(), uniqExact(SpanId), sum(toUInt64(SpanAttributes['batch.number'])) FROM {table}"
@@ -87,6 +93,7 @@ def test_a_wrong_password_is_one_clear_line_and_the_spans_wait_in_the_spool(
     with caplog.at_level(logging.WARNING):
         assert wrong.export(span_batch(7)) is SpanExportResult.SUCCESS  # kept, not lost
         assert wrong.export(span_batch(3, seed=2)) is SpanExportResult.SUCCESS
+        assert wrong.force_flush(10_000) is False  # refused at once: not retried
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1, lines
     assert f"refused the credentials of user '{USER}'" in lines[0]
@@ -98,6 +105,7 @@ def test_a_wrong_password_is_one_clear_line_and_the_spans_wait_in_the_spool(
     fixed = make_exporter()  # same store and table, so the same spool
     assert fixed.spool.path == wrong.spool.path
     assert fixed.export(span_batch(2, seed=3)) is SpanExportResult.SUCCESS
+    assert fixed.force_flush()
     assert reader.command(f"SELECT count() FROM `{fixed.config.database}`.otel_traces") == 12
     assert fixed.spool.pending() == []
 
@@ -108,6 +116,89 @@ def test_without_create_schema_a_missing_table_is_named_and_spans_are_kept(
     exporter = make_exporter(create_schema=False)
     with caplog.at_level(logging.WARNING):
         assert exporter.export(span_batch(2)) is SpanExportResult.SUCCESS
+        assert exporter.force_flush(10_000) is False
     (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "does not exist" in line and "OTEL_EXPORTER_CLICKHOUSE_CREATE_SCHEMA=true" in line
     assert len(exporter.spool.pending()) == 1
+
+
+def held_insert(endpoint: ChdbHttpEndpoint) -> bool:
+    """Whether a request (here: the exporter's insert) is held by the endpoint's delay fault, not run yet
+    (its statement is read after the delay)."""
+    return any(r["fault"].startswith("delay") and not r["statement"] and r["status"] == 0
+               for r in endpoint.requests())
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_export_returns_while_a_slow_store_still_holds_the_insert(
+    make_exporter: Any, reader: Any, endpoint: ChdbHttpEndpoint
+) -> None:
+    exporter = make_exporter(timeout="20s")
+    exporter.export(span_batch(1, seed=1))  # the schema in place
+    assert exporter.force_flush()
+    database = exporter.config.database
+    endpoint.faults(delay_seconds=3)
+    assert exporter.export(span_batch(20)) is SpanExportResult.SUCCESS
+    # export() has returned; the insert of its batch is at the endpoint, unanswered, and not stored.
+    wait_for(lambda: held_insert(endpoint))
+    assert endpoint.query(f"SELECT count() FROM `{database}`.otel_traces").strip() == "1"  # (no delay on this)
+    endpoint.faults()
+    assert exporter.force_flush()
+    assert reader.command(f"SELECT count() FROM `{database}`.otel_traces") == 21
+    inserts = [r for r in endpoint.requests() if r["statement"].startswith("INSERT INTO")]
+    assert inserts[-1]["fault"] == "delay 3s"  # the held request was that insert
+
+
+def test_batches_that_wait_together_go_in_one_multi_block_insert_stored_once(
+    make_exporter: Any, reader: Any, endpoint: ChdbHttpEndpoint
+) -> None:
+    exporter = make_exporter(timeout="20s", compress="lz4")
+    spans = every_kind_of_span()
+    exporter.export(spans[:1])
+    assert exporter.force_flush()
+    endpoint.faults(delay_seconds=2)
+    exporter.export(spans[1:2])
+    wait_for(lambda: held_insert(endpoint))  # while this insert is held, the others accumulate
+    endpoint.faults()
+    for span in spans[2:]:
+        assert exporter.export([span]) is SpanExportResult.SUCCESS
+    waiting = exporter.spool.pending()[1:]
+    body = b"".join(exporter.spool.read(item)[0] for item in waiting)
+    assert exporter.force_flush()
+    inserts = [r for r in endpoint.requests() if r["statement"].startswith("INSERT INTO")]
+    assert len(inserts) == 3 < len(spans)  # the first, the held one, then all the others in one
+    assert inserts[-1]["settings"]["insert_deduplication_token"] == group_token([item.token for item in waiting])
+    table = f"`{exporter.config.database}`.`otel_traces`"
+    assert [tuple(row) for row in reader.query(ROW_QUERY.format(table=table)).result_rows] == expected_rows(spans)
+    # The same group sent again (a retry after a lost answer) is dropped by the server's deduplication.
+    assert exporter._store is not None
+    exporter._store.insert(body, inserts[-1]["settings"]["insert_deduplication_token"], INSERT_COLUMN_NAMES)
+    assert reader.command(f"SELECT count() FROM {table}") == len(spans)
+
+
+def test_two_exporters_sharing_one_spool_store_every_span_once(make_exporter: Any, reader: Any) -> None:
+    exporters = [make_exporter(), make_exporter()]
+    assert exporters[0].spool.path == exporters[1].spool.path
+    exported: list[str] = []
+
+    def run(number: int) -> None:
+        for seed in range(12):
+            spans = span_batch(5, seed=1000 * number + seed, service=f"sharer-{number}")
+            exported.extend(f"{span.context.span_id:016x}" for span in spans)
+            assert exporters[number].export(spans) is SpanExportResult.SUCCESS
+
+    threads = [threading.Thread(target=run, args=(number,)) for number in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(exporter.force_flush() for exporter in exporters)
+    table = f"`{exporters[0].config.database}`.otel_traces"
+    stored = [row[0] for row in reader.query(f"SELECT SpanId FROM {table}").result_rows]
+    assert sorted(stored) == sorted(exported) and len(stored) == 120

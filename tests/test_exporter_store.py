@@ -6,6 +6,7 @@ test; every client and exporter is closed at the end, so later modules can open 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -65,6 +66,7 @@ def test_spans_of_every_kind_read_back_as_the_collector_writes_them(make_exporte
     exporter = make_exporter()
     spans = every_kind_of_span()
     assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.force_flush()
     assert rows(reader, exporter.config.database) == expected_rows(spans)
     assert exporter.spool.pending() == []
 
@@ -76,6 +78,7 @@ def test_the_store_is_opened_and_the_schema_created_at_the_first_export_not_befo
     database = exporter.config.database
     assert reader.command(f"SELECT count() FROM system.databases WHERE name = '{database}'") == 0
     exporter.export(span_batch(3))
+    assert exporter.force_flush()
     tables = {row[0] for row in reader.query(f"SHOW TABLES FROM `{database}`").result_rows}
     assert {"otel_traces", "otel_traces_trace_id_ts", "llm_calls", "llm_usage_daily"} <= tables
     assert reader.command(f"SELECT count() FROM `{database}`.otel_traces") == 3
@@ -86,6 +89,7 @@ def test_many_batches_are_each_stored_once(make_exporter: Any, reader: Any) -> N
     spans = span_batch(2000)
     for start in range(0, 2000, 512):
         assert exporter.export(spans[start : start + 512]) is SpanExportResult.SUCCESS
+    assert exporter.force_flush()
     database = exporter.config.database
     count, distinct = reader.query(f"SELECT count(), uniqExact(SpanId) FROM `{database}`.otel_traces").result_rows[0]
     assert (count, distinct) == (2000, 2000)
@@ -98,6 +102,7 @@ def test_the_attribute_indexes_are_built_when_parts_merge_and_the_others_at_inse
     exporter = make_exporter()
     for seed in (1, 2):
         assert exporter.export(span_batch(50, seed=seed)) is SpanExportResult.SUCCESS
+    assert exporter.force_flush()
     database = exporter.config.database
     sizes_query = (
         f"SELECT name, data_compressed_bytes FROM system.data_skipping_indices "
@@ -124,6 +129,7 @@ def test_a_batch_replayed_after_an_ambiguous_failure_is_stored_once_views_includ
     exporter = make_exporter()
     batch = encode_spans(span_batch(50))
     exporter.export(span_batch(1, seed=99, service="warm-up"))  # opens the store, creates the schema
+    assert exporter.force_flush()  # the drain thread is idle: the store is this thread's now
     assert exporter._store is not None
     exporter._store.insert(batch.native, "replayed-token", INSERT_COLUMN_NAMES)
     exporter.spool.put(batch.native, batch.rows, "replayed-token", INSERT_COLUMN_NAMES)
@@ -147,7 +153,8 @@ def test_real_instrumentation_spans_fill_the_llm_tables_with_typed_values(
         fake_openai.fail_next(400)
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
-    assert processor.force_flush()
+    assert processor.force_flush()  # the SDK's flush: exported, i.e. in the spool
+    assert exporter.force_flush()  # stored
     spans = {span.context.span_id: span for span in capture.llm_spans()}
     database = exporter.config.database
     stored = reader.query(
@@ -173,3 +180,28 @@ def test_real_instrumentation_spans_fill_the_llm_tables_with_typed_values(
     assert failed["ErrorType"] == spans[int(failed["SpanId"], 16)].attributes["error.type"]
     assert failed["Cost"] is None  # no usage, no cost: unknown, not 0
     processor.shutdown()
+
+
+def test_a_group_whose_insert_reached_the_store_before_a_crash_is_stored_once(
+    make_exporter: Any, reader: Any
+) -> None:
+    # The state a drainer killed after its grouped insert reached the store, before it deleted
+    # the members: the intent and its members are still in the spool. The next drainer repeats
+    # that very insert (same blocks, same token), which the store drops, views included.
+    exporter = make_exporter()
+    exporter.export(span_batch(1, seed=98, service="warm-up"))
+    assert exporter.force_flush()
+    batches = [encode_spans(span_batch(size, seed=size)) for size in (40, 7, 25)]
+    for batch in batches:
+        exporter.spool.put(batch.native, batch.rows, uuid.uuid4().hex, INSERT_COLUMN_NAMES)
+    intent = exporter.spool.begin_group(exporter.spool.pending())
+    assert exporter._store is not None
+    exporter._store.insert(b"".join(batch.native for batch in batches), intent.token, INSERT_COLUMN_NAMES)
+    # A later batch, exported after the restart: it is inserted after the group, in its own insert.
+    assert exporter.export(span_batch(5, seed=5)) is SpanExportResult.SUCCESS
+    assert exporter.force_flush()
+    database = exporter.config.database
+    for table, column in (("otel_traces", "count()"), ("llm_calls", "count()"), ("llm_usage_daily", "sum(Calls)")):
+        assert reader.command(f"SELECT {column} FROM `{database}`.{table}") == 1 + 72 + 5, table
+    assert reader.command(f"SELECT uniqExact(SpanId) FROM `{database}`.otel_traces") == 78
+    assert exporter.spool.pending() == [] and exporter.spool.groups() == []
