@@ -388,8 +388,9 @@ def _any_value_bytes(value: Any) -> bytes:
     return _encode_text(as_string(value))
 
 
-# b"%d" % n is int.__repr__ straight to bytes; str.encode fails on a lone surrogate, and then
-# the column is made again through _any_value_bytes (see _value_column).
+# b"%d" % n is int.__repr__ straight to bytes; str.encode fails on a lone surrogate, and the
+# tuple cache on an array holding a key-value list (a dict: not hashable), and then the column
+# is made again through _any_value_bytes (see _value_column).
 _VALUE_BYTES = _Converters({
     str: str.encode,
     int: b"%d".__mod__,
@@ -411,7 +412,7 @@ def _value_column(values: list) -> bytes:
     """
     try:
         encoded = list(map(_call, map(_VALUE_BYTES.__getitem__, map(type, values)), values))
-    except UnicodeEncodeError:
+    except (UnicodeEncodeError, TypeError):  # TypeError: an array holding a key-value list (unhashable)
         encoded = list(map(_any_value_bytes, values))
     return _bytes_column(encoded)
 

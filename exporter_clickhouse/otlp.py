@@ -1,12 +1,14 @@
 """OTLP/HTTP trace requests → spans the column encoder takes, and the answers OTLP expects.
 
-``decode_request(body, content_type)`` reads an ``ExportTraceServiceRequest`` in either OTLP/HTTP
-encoding (binary protobuf, or OTLP/JSON with hex ids and enums as numbers) and returns the valid
-spans plus how many were rejected and why. The spans are small read-only objects with exactly
-the attributes ``columns.encode_spans`` reads from an SDK ``ReadableSpan`` (``context``,
-``parent``, ``kind``, ``status``, ``resource``, ``_attributes``, ``_events``, ``_links``, ...),
-so received spans go through the exporter's one encoder, spool and store unchanged, and their
-rows match what the Collector writes for the same OTLP.
+``parse_request(body, content_type)`` reads an ``ExportTraceServiceRequest`` in either OTLP/HTTP
+encoding (binary protobuf, or OTLP/JSON with hex ids and enums as numbers);
+``decode_request(body, content_type)`` returns its valid spans plus how many were rejected and
+why. The spans are small read-only objects with exactly the attributes ``columns.encode_spans``
+reads from an SDK ``ReadableSpan`` (``context``, ``parent``, ``kind``, ``status``, ``resource``,
+``_attributes``, ``_events``, ``_links``, ...), so received spans go through the exporter's one
+encoder, spool and store unchanged, and their rows match what the Collector writes for the same
+OTLP. (``llmtel serve`` encodes parsed requests with ``otlp_columns``, which writes the same
+bytes without making these objects, and uses them for what only they express exactly.)
 
 Attribute values become the Python values whose ``columns.as_string`` text is pdata's
 ``Value.AsString()``: strings, bools, ints, floats and bytes as themselves, arrays as tuples
@@ -45,6 +47,7 @@ __all__ = [
     "encode_response",
     "encode_status",
     "media_type",
+    "parse_request",
 ]
 
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
@@ -179,6 +182,14 @@ def media_type(content_type: str) -> str:
 
 def decode_request(body: bytes, content_type: str) -> DecodedRequest:
     """The spans of one OTLP/HTTP trace request; ``OtlpDecodeError`` when the body is malformed."""
+    return _spans_of(parse_request(body, content_type))
+
+
+def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    """One OTLP/HTTP trace request as its protobuf message; ``OtlpDecodeError`` when the body is malformed.
+
+    ``otlp_columns.encode_request`` turns it into a Native block; ``decode_request`` into spans.
+    """
     kind = media_type(content_type)
     request = ExportTraceServiceRequest()
     if kind == PROTOBUF_CONTENT_TYPE:
@@ -194,7 +205,7 @@ def decode_request(body: bytes, content_type: str) -> DecodedRequest:
             f"unsupported Content-Type {content_type or '(none)'!r}: "
             f"send {PROTOBUF_CONTENT_TYPE} or {JSON_CONTENT_TYPE}"
         )
-    return _spans_of(request)
+    return request
 
 
 def encode_response(rejected: int, error_message: str, content_type: str) -> bytes:

@@ -4,11 +4,13 @@ chDB opens a store in one process at a time. ``llmtel serve`` is that process, l
 port (127.0.0.1:4318 by default) for:
 
 - ``POST /v1/traces``: OTLP/HTTP trace export (protobuf or JSON, optionally gzip), as the stock
-  ``OTLPSpanExporter`` sends it. Received spans go through the exporter's own code
-  (``otlp`` → ``columns.encode_spans`` → ``Store`` / spool): rows are what the in-process
+  ``OTLPSpanExporter`` sends it. Each request is encoded straight into the exporter's Native
+  block (``otlp_columns``: byte for byte what ``columns.encode_spans`` writes for the same spans)
+  and goes through the exporter's own delivery (``Store`` / spool): rows are what the in-process
   ``ClickHouseSpanExporter`` would have written. A request is answered once its spans are queued
-  (``--ack-after-store``: once they are stored or in the spool); the writer merges queued requests
-  into inserts of thousands of spans, since each insert has a fixed cost. Invalid spans
+  (``--ack-after-store``: once they are stored, or in the spool while the store fails); the
+  writer merges queued requests into inserts of tens of thousands of spans (waiting up to 4 s
+  under load, 0.3 s after the senders pause), since each insert has a cost of its own. Invalid spans
   are rejected one by one (OTLP partial success); a malformed body is 400, a body over the limit
   413, a full queue or a shutdown 503 with ``Retry-After`` (the OTLP exporters retry those).
 - everything else: the ClickHouse HTTP interface (``http_interface``), read-only unless
@@ -45,13 +47,15 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from llmtel.exporter_clickhouse import otlp
+from llmtel.exporter_clickhouse import environment_variables as env
+from llmtel.exporter_clickhouse import otlp, otlp_columns
+from llmtel.exporter_clickhouse.columns import EncodedBatch
 from llmtel.exporter_clickhouse.config import ExporterConfig, process_environment
 from llmtel.exporter_clickhouse.serve_discovery import (
     DISCOVERY_FILE_NAME,
@@ -76,13 +80,27 @@ SERVE_TOKEN_VARIABLE = "LLMTEL_SERVE_TOKEN"
 DEFAULT_PORT = 4318
 # The Collector's OTLP receiver default (confighttp max_request_body_size: 20 MiB).
 DEFAULT_MAX_BODY_BYTES = 20 << 20
-DEFAULT_MAX_QUEUE_SPANS = 100_000
-# Each insert costs the store a fixed 50-150 ms (a part per table, the text indexes, the LLM views),
-# so queued requests are merged: the writer waits for this many spans, or for the linger time
-# after the oldest one arrived, whichever comes first; and writes at most the maximum at once.
-_MIN_INSERT_SPANS = 8192
-_INSERT_LINGER_SECONDS = 0.2
-_MAX_INSERT_SPANS = 32_768
+DEFAULT_MAX_QUEUE_SPANS = 200_000
+# Each insert costs the store CPU of its own, whatever its size: a part per table (the text
+# indexes, the LLM views), then the merges of those parts. Measured on the embedded store with
+# bench/serve.py's spans, inserting 163,840 and merging the parts cost 26 us a span in inserts of
+# 8,192, 14 us in inserts of 32,768, 5 us in inserts of 81,920: CPU that exporting processes on
+# the same machine need too. The exporter's drain thread groups spooled batches into one insert
+# at most once per insert interval (unless a full insert of INSERT_MAX_ROWS waits); serve, which
+# gathers many processes' spans, uses a longer interval than an exporter in one app (1 s) unless
+# OTEL_EXPORTER_CLICKHOUSE_INSERT_INTERVAL says otherwise. The spans wait in the spool meanwhile:
+# durable, so a killed serve loses nothing it wrote there.
+_SERVE_INSERT_INTERVAL = "4s"
+# The writer hands the exporter what requests queued meanwhile, merged (fewer spool files): it
+# waits for this many spans, or this long after the oldest request, whichever comes first. An
+# answered request's spans are in memory only for that long (or in the spool, with
+# --ack-after-store once stored).
+_MIN_WRITE_SPANS = 8_192
+_WRITE_LINGER_SECONDS = 0.2
+_MAX_WRITE_SPANS = 98_304
+# --ack-after-store: each sender waits for its answer, so few requests can queue up; waiting long
+# for more would only slow every answer down.
+_ACK_AFTER_STORE_LINGER_SECONDS = 0.2
 # A body this much over the limit is not even read: the connection is closed after the answer.
 _DISCARD_LIMIT = 64 << 20
 _RETRY_AFTER_SECONDS = "1"
@@ -113,6 +131,9 @@ class ServeSettings:
             environ = process_environment()
         problems: list[str] = []
         overrides: dict[str, Any] = {}
+        if env.OTEL_EXPORTER_CLICKHOUSE_INSERT_INTERVAL not in environ:
+            # serve gathers the spans of many processes: fewer, larger inserts (see _SERVE_INSERT_INTERVAL).
+            overrides["insert_interval"] = _SERVE_INSERT_INTERVAL
         if args.store:
             overrides["endpoint"] = "chdb://" + os.path.abspath(os.path.expanduser(args.store))
         elif getattr(args, "endpoint", None):
@@ -184,8 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                         help="largest request body, also after decompression (default 20 MiB)")
     parser.add_argument("--ack-after-store", action="store_true",
-                        help="answer an OTLP request only once its spans are stored or spooled (slower; "
-                             "default: once they are queued, as the Collector's memory queue does)")
+                        help="answer an OTLP request only once its spans are stored (or spooled while the store "
+                             "fails); slower. Default: once they are queued, as the Collector's memory queue does")
     parser.add_argument("--max-queue-spans", type=int, default=DEFAULT_MAX_QUEUE_SPANS,
                         help="spans waiting to be written before exporters are told to retry later (503)")
 
@@ -194,41 +215,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Pending:
-    __slots__ = ("arrived", "done", "spans", "stored")
+    __slots__ = ("arrived", "batch", "done", "stored")
 
-    def __init__(self, spans: Sequence[Any]) -> None:
-        self.spans = spans
+    def __init__(self, batch: EncodedBatch) -> None:
+        self.batch = batch
         self.arrived = time.monotonic()
         self.done = threading.Event()
         self.stored = False
 
 
-class SpanWriter:
-    """Writes received spans through a ``ClickHouseSpanExporter`` on one thread, batching requests.
+def batch_export(exporter: Any) -> Callable[[EncodedBatch], bool]:
+    """How to hand the exporter a Native block already encoded: True once it is stored or spooled.
 
-    ``submit`` returns a handle the request waits on, or None when the queue is full or closing.
+    ``exporter.export_encoded(batch)`` is ``export()`` after its encoding step.
+    """
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    export_encoded = getattr(exporter, "export_encoded", None)
+    if export_encoded is None:
+        raise TypeError(f"{type(exporter).__name__} cannot take encoded batches (it has no export_encoded)")
+    return lambda batch: export_encoded(batch) is SpanExportResult.SUCCESS
+
+
+class SpanWriter:
+    """Writes received batches through a ``ClickHouseSpanExporter`` on one thread, merging requests.
+
+    Each request arrives encoded (one Native block, ``otlp_columns``); the writer joins the blocks
+    of the requests waiting into one insert body (Native is a sequence of blocks), since each
+    insert has a fixed cost. ``submit`` returns a handle the request waits on, or None when the
+    queue is full or closing.
     """
 
-    def __init__(self, exporter: Any, max_queue_spans: int) -> None:
+    def __init__(self, exporter: Any, max_queue_spans: int, *, wait_stored: bool = False) -> None:
         self.exporter = exporter
         self.max_queue_spans = max_queue_spans
+        # --ack-after-store: an exporter that spools first and inserts from a drain thread is
+        # flushed after each write, so a request is answered once its spans are in the store
+        # (or, when the store fails meanwhile, safe in the spool).
+        self._flush = getattr(exporter, "force_flush", None) if wait_stored else None
+        self._linger = _ACK_AFTER_STORE_LINGER_SECONDS if wait_stored else _WRITE_LINGER_SECONDS
         self.queued_spans = 0  # waiting or being written
         self.stored_spans = 0
         self.failed_spans = 0
         self.inserts = 0
+        self._export = batch_export(exporter)
         self._queue: deque[_Pending] = deque()
         self._condition = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="llmtel-serve-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, spans: Sequence[Any]) -> _Pending | None:
+    def submit(self, batch: EncodedBatch) -> _Pending | None:
         with self._condition:
-            if self._closing or (self.queued_spans and self.queued_spans + len(spans) > self.max_queue_spans):
+            if self._closing or (self.queued_spans and self.queued_spans + batch.rows > self.max_queue_spans):
                 return None
-            pending = _Pending(spans)
+            pending = _Pending(batch)
             self._queue.append(pending)
-            self.queued_spans += len(spans)
+            self.queued_spans += batch.rows
             self._condition.notify()
             return pending
 
@@ -239,44 +282,46 @@ class SpanWriter:
                     self._condition.wait()
                 if not self._queue:
                     return
-                # Linger for a bigger insert, unless closing (then write what there is, at once).
-                deadline = self._queue[0].arrived + _INSERT_LINGER_SECONDS
-                while not self._closing and self.queued_spans < _MIN_INSERT_SPANS:
+                # Linger for a bigger write, unless closing (then write what there is, at once).
+                deadline = self._queue[0].arrived + self._linger
+                while not self._closing and self.queued_spans < _MIN_WRITE_SPANS:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._condition.wait(left)
                 taken: list[_Pending] = []
                 count = 0
-                while self._queue and (not taken or count + len(self._queue[0].spans) <= _MAX_INSERT_SPANS):
+                while self._queue and (not taken or count + self._queue[0].batch.rows <= _MAX_WRITE_SPANS):
                     pending = self._queue.popleft()
                     taken.append(pending)
-                    count += len(pending.spans)
+                    count += pending.batch.rows
             self._write(taken)
             with self._condition:
                 self.queued_spans -= count
 
     def _write(self, taken: list[_Pending]) -> None:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
         groups = [taken]
         while groups:
             group = groups.pop()
-            spans = [span for pending in group for span in pending.spans]
+            batch = (group[0].batch if len(group) == 1 else
+                     EncodedBatch(b"".join(pending.batch.native for pending in group),
+                                  sum(pending.batch.rows for pending in group)))
             try:
-                stored = self.exporter.export(spans) is SpanExportResult.SUCCESS
-            except Exception:  # export() should never raise; a request must never hang on it
-                _logger.exception("llmtel serve: writing %d spans failed", len(spans))
+                stored = self._export(batch)
+                if stored and self._flush is not None:
+                    self._flush()
+            except Exception:  # export should never raise; a request must never hang on it
+                _logger.exception("llmtel serve: writing %d spans failed", batch.rows)
                 stored = False
             self.inserts += 1
             if not stored and len(group) > 1:
                 # One request's spans must not sink the others merged with it: write each alone.
-                groups.extend([pending] for pending in group)
+                groups.extend([pending] for pending in reversed(group))
                 continue
             if stored:
-                self.stored_spans += len(spans)
+                self.stored_spans += batch.rows
             else:
-                self.failed_spans += len(spans)
+                self.failed_spans += batch.rows
             for pending in group:
                 pending.stored = stored
                 pending.done.set()
@@ -353,16 +398,27 @@ class ServeServer(ThreadingHTTPServer):
 
     def health(self) -> dict[str, Any]:
         writer = self.writer
-        spool = getattr(writer.exporter, "spool", None)
-        spooled = len(spool.pending()) if spool is not None else 0
+        exporter = writer.exporter
+        backlog = getattr(exporter, "backlog", None)
+        if backlog is not None:
+            # An exporter that spools every batch and inserts from a drain thread: a backlog is
+            # normal there; the store failing is what makes it degraded.
+            spooled, spooled_spans = backlog()
+            failing = bool(getattr(exporter, "store_failing", False))
+        else:
+            spool = getattr(exporter, "spool", None)
+            pending = spool.pending() if spool is not None else []
+            spooled, spooled_spans = len(pending), sum(getattr(item, "rows", 0) for item in pending)
+            failing = bool(getattr(exporter, "store_failing", spooled))
         with self._state:
             counts = dict(self.counts)
             latencies = sorted(self.latencies)
         return {
-            "status": "closing" if self.closing else ("degraded" if spooled else "ok"),
+            "status": "closing" if self.closing else ("degraded" if failing else "ok"),
             "store": {"path": self.settings.store_path, "database": self.settings.exporter.effective_database,
                       "table": self.settings.exporter.traces_table, "spooled_batches": spooled,
-                      "dropped_spans": getattr(writer.exporter, "dropped_spans", 0)},
+                      "spooled_spans": spooled_spans, "store_failing": failing,
+                      "dropped_spans": getattr(exporter, "dropped_spans", 0)},
             "queue": {"queued_spans": writer.queued_spans, "max_queue_spans": writer.max_queue_spans,
                       "stored_spans": writer.stored_spans, "failed_spans": writer.failed_spans,
                       "inserts": writer.inserts},
@@ -559,7 +615,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._otlp_error(415, 3, f"unsupported Content-Encoding {encoding!r}: send gzip or none",
                                  content_type)
                 return
-            decoded = otlp.decode_request(body, content_type)
+            request = otlp.parse_request(body, content_type)
         except _BodyTooLarge:
             self._otlp_error(413, 8, f"the decompressed body is over the limit of {limit} bytes", content_type)
             return
@@ -570,10 +626,18 @@ class _Handler(BaseHTTPRequestHandler):
             status = 415 if "Content-Type" in str(error) else 400
             self._otlp_error(status, 3, str(error), content_type)
             return
+        # Encoded here, on the request's thread: the writer only joins blocks.
+        try:
+            decoded = otlp_columns.encode_request(
+                request, body if otlp.media_type(content_type) == otlp.PROTOBUF_CONTENT_TYPE else None)
+        except Exception:  # a bug of ours, not the sender's: say so, keep serving
+            _logger.exception("llmtel serve: could not encode an OTLP request")
+            self._otlp_error(500, 13, "llmtel serve could not encode these spans (see its log)", content_type)
+            return
         if decoded.rejected:
             server.count("otlp_rejected_spans", decoded.rejected)
-        if decoded.spans:
-            pending = server.writer.submit(decoded.spans)
+        if decoded.batch.rows:
+            pending = server.writer.submit(decoded.batch)
             if pending is None:
                 server.count("otlp_refused")
                 self._otlp_error(503, 14, "llmtel serve is busy writing (queue full); retry later", content_type)
@@ -667,8 +731,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"llmtel serve: cannot open the store: {error}", file=sys.stderr)
         return 1
     exporter = ClickHouseSpanExporter(**_exporter_overrides(settings.exporter))
+    backlog = getattr(exporter, "backlog", None)
+    if backlog is not None and backlog()[0]:
+        # Batches a previous run left in the spool: its drain thread inserts them now (a flush
+        # without waiting starts it), not only once the first request arrives.
+        exporter.force_flush(timeout_millis=0)
     interface = ClickHouseHttpInterface(settings.store_path, allow_writes=settings.allow_writes)
-    writer = SpanWriter(exporter, settings.max_queue_spans)
+    writer = SpanWriter(exporter, settings.max_queue_spans, wait_stored=settings.ack_after_store)
     try:
         server = ServeServer(settings, writer, interface)
     except OSError as error:
@@ -711,7 +780,8 @@ def run(args: argparse.Namespace) -> int:
 def _exporter_overrides(config: ExporterConfig) -> dict[str, Any]:
     """The exporter's settings as ``ClickHouseSpanExporter`` keyword arguments (the environment already read)."""
     names = ("endpoint", "database", "traces_table", "ttl", "create_schema", "cluster_name", "table_engine",
-             "timeout", "retry_max_elapsed", "export_timeout", "spool_dir", "spool_max_bytes", "data_dir")
+             "timeout", "retry_max_elapsed", "export_timeout", "spool_dir", "spool_max_bytes", "data_dir",
+             "insert_max_rows", "insert_max_bytes", "insert_interval")
     return {name: getattr(config, name) for name in names}
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import clickhouse_connect
 import pytest
-from exporter_spans import ROW_QUERY, every_kind_of_span, expected_rows
+from exporter_spans import ROW_QUERY, every_kind_of_span, expected_rows, span_batch
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -34,6 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from llmtel.exporter_clickhouse import serve
+from llmtel.exporter_clickhouse.columns import EncodedBatch
 from llmtel.exporter_clickhouse.config import ExporterConfig
 
 TOKEN = "s3cret-token"
@@ -122,8 +123,12 @@ def otlp_headers(content_type: str = "application/x-protobuf", **extra: str) -> 
 
 
 def wait_written(server: ServeProcess) -> None:
-    """Until the server's queue is empty: it acknowledges spans once queued, and writes them right after."""
-    while json.loads(post(server.url + "/healthz", b"", method="GET")[2])["queue"]["queued_spans"]:
+    """Until the server's queue and its exporter's spool are empty: it acknowledges spans once
+    queued, and its exporter inserts them from the spool right after."""
+    while True:
+        health = json.loads(post(server.url + "/healthz", b"", method="GET")[2])
+        if not health["queue"]["queued_spans"] and not health["store"]["spooled_batches"]:
+            return
         time.sleep(0.05)
 
 
@@ -240,6 +245,37 @@ def test_rows_from_otlp_are_the_rows_the_in_process_exporter_writes(server: Serv
     # one column that cannot match here; the JSON test covers a link's tracestate.
     expected = [(*row[:20], [""] * len(row[20]), *row[21:]) for row in expected_rows(spans)]
     assert rows == expected
+
+
+def test_the_column_path_stores_what_the_per_span_path_stores(server: ServeProcess) -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    spans = span_batch(60, seed=11, service="column-path")
+    request = encode_spans(spans)
+
+    def with_trace_ids_from(first_byte: bytes) -> ExportTraceServiceRequest:
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    span.trace_id = first_byte + span.trace_id[1:]
+        return request
+
+    column_body = with_trace_ids_from(b"\xaa").SerializeToString()
+    # The same spans under other trace ids, in a body that is not canonical protobuf (an unknown
+    # field first), which the receiver reads span by span.
+    per_span_body = b"\x78\x00" + with_trace_ids_from(b"\xbb").SerializeToString()
+    for body in (column_body, per_span_body):
+        status, _, answer = post(server.url + "/v1/traces", body, otlp_headers())
+        assert status == 200 and ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans == 0
+    wait_written(server)
+    client = server.client()
+    stored = {}
+    for path, prefix in (("column", "aa"), ("per span", "bb")):
+        table = f"(SELECT * FROM otel_traces WHERE ServiceName = 'column-path' AND startsWith(TraceId, '{prefix}'))"
+        stored[path] = [row[:1] + row[2:] for row in client.query(ROW_QUERY.format(table=table)).result_rows]
+    client.close()
+    assert len(stored["column"]) == 60
+    assert stored["column"] == stored["per span"]
 
 
 # --- OTLP encodings and partial success ------------------------------------------------------
@@ -383,21 +419,41 @@ def test_spans_beyond_what_the_table_can_hold_are_rejected_not_the_request(serve
 
 
 def test_a_request_whose_spans_cannot_be_written_does_not_sink_the_requests_merged_with_it() -> None:
-    written: list[list[str]] = []
+    written: list[EncodedBatch] = []
 
     class PickyExporter:
-        def export(self, spans: list[Any]) -> SpanExportResult:
-            if "poison" in spans:
+        def export_encoded(self, batch: EncodedBatch) -> SpanExportResult:
+            if b"poison" in batch.native:
                 return SpanExportResult.FAILURE
-            written.append(list(spans))
+            written.append(batch)
             return SpanExportResult.SUCCESS
 
     writer = serve.SpanWriter(PickyExporter(), max_queue_spans=100)
-    pendings = [writer.submit(spans) for spans in (["a", "b"], ["poison"], ["c"])]
+    # Queued within the writer's linger time, so it merges them into one insert first.
+    pendings = [writer.submit(EncodedBatch(native, rows))
+                for native, rows in ((b"[a,b]", 2), (b"[poison]", 1), (b"[c]", 1))]
     writer.close()
     assert [pending.stored for pending in pendings] == [True, False, True]
-    assert sorted(span for batch in written for span in batch) == ["a", "b", "c"]
+    # Tried together first (refused), then each alone, in order.
+    assert written == [EncodedBatch(b"[a,b]", 2), EncodedBatch(b"[c]", 1)]
     assert (writer.stored_spans, writer.failed_spans) == (3, 1)
+    assert writer.inserts == 4
+
+
+def test_the_writer_merges_waiting_requests_into_one_multi_block_insert() -> None:
+    written: list[EncodedBatch] = []
+
+    class RecordingExporter:
+        def export_encoded(self, batch: EncodedBatch) -> SpanExportResult:
+            written.append(batch)
+            return SpanExportResult.SUCCESS
+
+    writer = serve.SpanWriter(RecordingExporter(), max_queue_spans=100)
+    pendings = [writer.submit(EncodedBatch(bytes([n]) * 3, n)) for n in range(1, 5)]
+    writer.close()
+    assert all(pending.stored and pending.done.is_set() for pending in pendings)
+    assert written == [EncodedBatch(b"\x01" * 3 + b"\x02" * 3 + b"\x03" * 3 + b"\x04" * 3, 10)]
+    assert (writer.stored_spans, writer.inserts) == (10, 1)
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_accepts_again_once_written(tmp_path: Path) -> None:
@@ -408,9 +464,9 @@ def test_a_full_queue_answers_503_with_retry_after_and_accepts_again_once_writte
         spool = None
         dropped_spans = 0
 
-        def export(self, spans: list[Any]) -> SpanExportResult:
+        def export_encoded(self, batch: EncodedBatch) -> SpanExportResult:
             release.wait(30)
-            written.append(len(spans))
+            written.append(batch.rows)
             return SpanExportResult.SUCCESS
 
     settings = serve.ServeSettings(store_path=str(tmp_path), exporter=ExporterConfig.from_environment({}), port=0,
@@ -447,6 +503,50 @@ def test_a_full_queue_answers_503_with_retry_after_and_accepts_again_once_writte
         server.shutdown()
         server.server_close()
         writer.close()
+
+
+def test_health_reads_the_exporters_backlog_and_is_degraded_only_while_the_store_fails(tmp_path: Path) -> None:
+    class DrainingExporter:
+        """An exporter that spools every batch and inserts from a drain thread: a backlog is normal."""
+
+        dropped_spans = 0
+        store_failing = False
+        waiting = (3, 1536)
+
+        def export_encoded(self, batch: EncodedBatch) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+        def backlog(self) -> tuple[int, int]:
+            return self.waiting
+
+    exporter = DrainingExporter()
+    settings = serve.ServeSettings(store_path=str(tmp_path), exporter=ExporterConfig.from_environment({}), port=0)
+    writer = serve.SpanWriter(exporter, settings.max_queue_spans)
+    server = serve.ServeServer(settings, writer, interface=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        health = json.loads(post(server.url + "/healthz", b"", method="GET")[2])
+        assert health["status"] == "ok"
+        assert health["store"] | {"path": None} == {
+            "path": None, "database": "default", "table": "otel_traces", "spooled_batches": 3, "spooled_spans": 1536,
+            "store_failing": False, "dropped_spans": 0}
+        exporter.store_failing = True
+        health = json.loads(post(server.url + "/healthz", b"", method="GET")[2])
+        assert health["status"] == "degraded" and health["store"]["store_failing"] is True
+    finally:
+        server.shutdown()
+        server.server_close()
+        writer.close()
+
+
+def test_an_exporter_that_cannot_take_encoded_batches_is_refused_at_start() -> None:
+    class SpansOnly:
+        def export(self, spans: list[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    with pytest.raises(TypeError, match="export_encoded"):
+        serve.SpanWriter(SpansOnly(), max_queue_spans=10)
 
 
 # --- the ClickHouse HTTP interface -------------------------------------------------------------
@@ -553,6 +653,33 @@ def test_a_stale_discovery_file_is_ignored(tmp_path: Path) -> None:
     (tmp_path / serve.DISCOVERY_FILE_NAME).write_text(json.dumps({"url": "http://127.0.0.1:1", "pid": dead.pid}))
     assert serve.find_serve_endpoint(str(tmp_path)) is None
     assert serve.find_serve_endpoint(str(tmp_path / "missing")) is None
+
+
+def test_batches_a_previous_run_left_in_the_spool_are_stored_at_start_without_a_request(tmp_path: Path) -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from llmtel.exporter_clickhouse.columns import INSERT_COLUMN_NAMES
+    from llmtel.exporter_clickhouse.otlp_columns import encode_request
+    from llmtel.exporter_clickhouse.spool import SpoolDirectory
+
+    store, data = tmp_path / "store", tmp_path / "data"
+    config = ExporterConfig.from_environment({"XDG_DATA_HOME": str(data)}, endpoint=f"chdb://{os.path.realpath(store)}")
+    batch = encode_request(encode_spans(span_batch(25, seed=21, service="left-behind"))).batch
+    spool = SpoolDirectory(config.spool_path, config.spool_max_bytes)
+    assert spool.put(batch.native, batch.rows, "left-1", INSERT_COLUMN_NAMES)
+    process = ServeProcess(store, data, token="")
+    process.start()
+    try:
+        query = b"SELECT count() FROM otel_traces WHERE ServiceName = 'left-behind'"
+        stored = 0
+        deadline = time.monotonic() + 60  # a bound for a broken build, not a speed check
+        while (stored < 25 or spool.pending()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            stored = int(post(process.url + "/", query)[2])
+        assert stored == 25
+        assert spool.pending() == []
+    finally:
+        process.stop()
 
 
 def test_sigterm_writes_everything_accepted_and_a_second_server_is_refused(tmp_path: Path) -> None:
