@@ -22,7 +22,11 @@ time through ``answer(method, params, headers, body)``; ``llmtel serve`` does th
 Read-only unless ``allow_writes``: the handle runs with ClickHouse's ``readonly=2`` setting, set
 once when it opens, so the engine itself refuses every statement that writes or changes the
 schema (and a client cannot turn it off: readonly cannot be lowered in readonly mode), while
-per-query settings such as ``max_result_rows`` still work.
+per-query settings such as ``max_result_rows`` still work. readonly still lets a query read
+outside the store with the process's rights (``file('/etc/passwd')``, ``url(...)``, ``s3(...)``,
+``remote(...)``, chDB's ``python(...)``), so read requests are parsed first (``EXPLAIN AST``)
+and refused when they call a table function other than those that only compute or read the
+store's own tables (``numbers``, ``values``, ``merge``, ...), or the ``file`` function.
 """
 
 from __future__ import annotations
@@ -73,6 +77,15 @@ _STATUS_BY_ERROR_NAME: dict[str, int] = {
 }
 
 # Statements that return rows, so the answer names its format even when there are none.
+# Table functions that compute rows or read only the store's own tables; every other one (files,
+# URLs, object stores, other servers and databases, executables, the process's Python objects,
+# directory listings) is refused on a read-only handle. Lower case: names match case-insensitively.
+_LOCAL_TABLE_FUNCTIONS = frozenset({
+    "numbers", "numbers_mt", "zeros", "zeros_mt", "primes", "generaterandom", "generateseries", "generate_series",
+    "values", "sqlstandardvalues", "null", "format", "view", "viewifpermitted", "viewexplain", "merge", "loop",
+    "dictionary", "fuzzjson", "fuzzquery", "mergetreeindex", "mergetreeprojection",
+})
+_AST_FUNCTION = re.compile(r"^\s*Function (\S+)", re.MULTILINE)
 _RESULT_KEYWORDS = frozenset({"SELECT", "WITH", "SHOW", "DESC", "DESCRIBE", "EXISTS", "EXPLAIN", "CHECK"})
 
 _CONTENT_TYPES = {
@@ -263,6 +276,10 @@ class ClickHouseHttpInterface:
         self._defaults: dict[str, str] = {}
         for name, value, changed in self._rows("SELECT name, value, changed FROM system.settings"):
             self._defaults[name] = _quote_string(value) if changed else "DEFAULT"
+        # Functions a read request may not call: they reach outside the store (see the module doc).
+        self._outside_functions = frozenset(
+            name.lower() for (name,) in self._rows("SELECT name FROM system.table_functions")
+        ) - _LOCAL_TABLE_FUNCTIONS
         if not allow_writes:
             self._handle.query("SET readonly = 2", "TabSeparated")
 
@@ -408,6 +425,8 @@ class ClickHouseHttpInterface:
                     sql = sql.rstrip().rstrip(";")
                     if _first_keyword(sql) not in _RESULT_KEYWORDS:
                         raise self._readonly_error()
+                if readonly:
+                    self._refuse_reads_outside_the_store(sql, bind)
                 result = self._handle.query(sql, fmt, params=dict(bind))
         except ClickHouseError:
             raise
@@ -422,6 +441,18 @@ class ClickHouseHttpInterface:
             "total_rows_to_read": "0",
             "result_bytes": str(len(out)),
         }
+
+    def _refuse_reads_outside_the_store(self, sql: str, bind: Mapping[str, str]) -> None:
+        """ACCESS_DENIED when the query calls a function that reads outside the store (the lock is held)."""
+        tree = self._handle.query("EXPLAIN AST " + sql, "TSVRaw", params=dict(bind)).bytes().decode()
+        for name in _AST_FUNCTION.findall(tree):
+            if name.lower() in self._outside_functions:
+                raise self.error(
+                    "ACCESS_DENIED",
+                    f"llmtel serve's read endpoint does not run {name}(): it reads outside the store, with the "
+                    "rights of the serve process (query the store's tables; start serve with --allow-writes "
+                    "to lift this for trusted clients)",
+                )
 
     def _insert(
         self, statement: str, fmt: str, data: bytes, settings: Mapping[str, str], database: str

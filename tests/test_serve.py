@@ -586,6 +586,34 @@ def test_the_read_endpoint_is_read_only_even_when_a_client_asks_otherwise(server
     client.close()
 
 
+def test_the_read_endpoint_runs_no_function_that_reads_outside_the_store(server: ServeProcess, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for clients")
+    client = server.client()
+    for statement in (
+        f"SELECT * FROM file('{secret}', 'RawBLOB')",
+        f"SELECT file('{secret}')",  # the scalar function too
+        f"SELECT count() FROM otel_traces WHERE SpanName IN (SELECT * FROM FILE('{secret}', 'LineAsString'))",
+        f"SELECT * FROM loop(file('{secret}', 'RawBLOB')) LIMIT 1",
+        f"DESCRIBE TABLE file('{secret}', 'CSV')",
+        "SELECT * FROM url('http://127.0.0.1:1/', 'CSV')",
+        "SELECT * FROM remote('127.0.0.1:9000', system.one)",
+        "SELECT * FROM s3('http://127.0.0.1:1/bucket/x.csv')",
+    ):
+        with pytest.raises(Exception, match="ACCESS_DENIED") as refused:
+            client.query(statement)
+        assert "not for clients" not in str(refused.value)
+    # With query parameters, and a GET: the same check.
+    status, _, body = post(server.url + f"/?password={TOKEN}&param_path={secret}",
+                           b"SELECT * FROM file({path:String}, 'RawBLOB')")
+    assert status == 403 and b"reads outside the store" in body and b"not for clients" not in body
+    # Table functions that compute, or read the store's own tables, still work.
+    assert client.query("SELECT sum(number) FROM numbers(4)").result_rows == [(6,)]
+    assert client.command("SELECT count() FROM merge(currentDatabase(), '^otel_traces$')") == client.command(
+        "SELECT count() FROM otel_traces")
+    client.close()
+
+
 # --- authentication ----------------------------------------------------------------------------
 
 
