@@ -228,6 +228,14 @@ class Invocation:
         if self.finished:
             return
         self.finished = True
+        try:
+            self._record_end(attrs, text, result, error_type)
+        finally:
+            # The context holds this invocation (INVOCATION_KEY): without the cycle the invocation,
+            # its span and its stream state are freed at once instead of by the garbage collector.
+            self.context = None
+
+    def _record_end(self, attrs: dict[str, Any], text: str | None, result: Any, error_type: str | None) -> None:
         now = time.perf_counter()
         telemetry = self.telemetry
         if self.attempts > 1:

@@ -90,3 +90,26 @@ def test_chunk_state_reads_usage_on_the_finishing_chunk_and_tool_calls_only_when
         assert state.tool_calls() == ([("call_1", "f")] if offered else [])
     hidden = ChatStreamState(hide_usage=True, keep_text=False)
     assert hidden.on_chunk(_chunk(choices=[], usage=usage)) is True
+
+
+def test_instrumented_calls_leave_no_reference_cycles(client, telemetry):
+    """An invocation's context holds the invocation: it is dropped when the call ends, so the
+    invocation, its span and its stream state are freed by reference counting (no work left for
+    the garbage collector, whose passes grow with every object a call leaves in a cycle)."""
+    import gc
+
+    def calls() -> None:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+
+    calls()  # warm: imports and caches
+    gc.collect()
+    gc.disable()
+    try:
+        calls()
+        calls()
+        assert len(telemetry.llm_spans()) == 6
+        cyclic = gc.collect()
+    finally:
+        gc.enable()
+    assert cyclic == 0
