@@ -22,12 +22,14 @@ Or in code::
 
 The ``OTEL_EXPORTER_CLICKHOUSE_*`` variables (``environment_variables``) configure it; keyword
 arguments override them. The exporter never blocks the application and never loses a batch it
-accepted: a batch the store cannot take waits in an on-disk spool and is replayed, in order and
-exactly once, when the store is back (also after a restart).
+accepted: ``export()`` puts the encoded batch in an on-disk spool and a drain thread inserts what
+waits there, in order and exactly once, several batches per insert (also after a restart, and
+whenever a store that was away comes back).
 
-The way of a span: ``config`` (environment → ``ExporterConfig``) → ``columns`` (spans → one
-Native block) → ``store`` (clickhouse-connect, server or embedded; ``schema`` creates the tables)
-→ ``spool`` (the on-disk queue), driven by ``exporter``.
+The way of a span: ``config`` (environment → ``ExporterConfig``) → ``columns`` (spans → Native
+blocks) → ``spool`` (the on-disk queue) → ``store`` (clickhouse-connect, server or embedded;
+``schema`` creates the tables), driven by ``exporter``; ``otlp_columns`` is ``llmtel serve``'s
+way in (OTLP protobuf → the same Native blocks).
 """
 
 from llmtel.exporter_clickhouse.config import ExporterConfig

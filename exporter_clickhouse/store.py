@@ -1,7 +1,7 @@
 """One ClickHouse, through clickhouse-connect: a server over HTTP, or the embedded chDB store.
 
 ``Store(config)`` connects lazily (the first ``insert()``, on the exporter's thread), creates the
-schema once when ``create_schema`` is on, and inserts one Native block per call with the schema's
+schema once when ``create_schema`` is on, and inserts Native bytes (one block or several) per call with the schema's
 insert settings and the batch's ``insert_deduplication_token``. Every failure comes out as a
 ``StoreError``: one line a user can act on, and whether trying again can help. The store does
 not retry; the exporter does, in one place.
@@ -194,7 +194,7 @@ class Store:
     # --- inserting --------------------------------------------------------------------------
 
     def insert(self, native: bytes, token: str, columns: Sequence[str]) -> None:
-        """Insert one Native block; the token makes a repeat of the same batch a no-op."""
+        """Insert Native bytes (one block or several in a row); the token makes a repeat of the same insert a no-op."""
         self.connect()
         settings = {**self._insert_settings, "insert_deduplication_token": token}
         compression = None
