@@ -9,8 +9,9 @@ port (127.0.0.1:4318 by default) for:
   and goes through the exporter's own delivery (``Store`` / spool): rows are what the in-process
   ``ClickHouseSpanExporter`` would have written. A request is answered once its spans are queued
   (``--ack-after-store``: once they are stored, or in the spool while the store fails); the
-  writer merges queued requests into inserts of tens of thousands of spans (waiting up to 4 s
-  under load, 0.3 s after the senders pause), since each insert has a cost of its own. Invalid spans
+  writer puts what queued meanwhile into the exporter's spool at least every 0.2 s, and its drain
+  thread inserts from there at most every 2 s under load, tens of thousands of spans at once,
+  since each insert has a cost of its own. Invalid spans
   are rejected one by one (OTLP partial success); a malformed body is 400, a body over the limit
   413, a full queue or a shutdown 503 with ``Retry-After`` (the OTLP exporters retry those).
 - everything else: the ClickHouse HTTP interface (``http_interface``), read-only unless
