@@ -216,7 +216,7 @@ class ExporterConfig:
             export_timeout=reader.milliseconds("export_timeout", OTEL_BSP_EXPORT_TIMEOUT, DEFAULT_EXPORT_TIMEOUT),
             spool_dir=os.path.abspath(os.path.expanduser(spool_dir)) if spool_dir else os.path.join(data_dir, "spool"),
             spool_max_bytes=reader.size("spool_max_bytes", env.OTEL_EXPORTER_CLICKHOUSE_SPOOL_MAX_BYTES,
-                                        DEFAULT_SPOOL_MAX_BYTES),
+                                        DEFAULT_SPOOL_MAX_BYTES, zero="turns the spool off"),
             insert_max_rows=reader.count("insert_max_rows", env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_ROWS,
                                          DEFAULT_INSERT_MAX_ROWS),
             insert_max_bytes=reader.size("insert_max_bytes", env.OTEL_EXPORTER_CLICKHOUSE_INSERT_MAX_BYTES,
@@ -410,7 +410,8 @@ class _Reader:
             # The SDK warns about its own variable; keep its default quietly.
             return default
 
-    def size(self, key: str, variable: str, default: int) -> int:
+    def size(self, key: str, variable: str, default: int, *, zero: str = "") -> int:
+        """A byte size; ``zero``: what 0 means, told when the value is negative."""
         value, label = self._raw(key, variable)
         if value is None:
             return default
@@ -418,7 +419,7 @@ class _Reader:
             return value
         text = str(value).strip()
         if text.startswith("-"):
-            self.problems.append(f"{label}: {text!r} is negative (0 turns the spool off)")
+            self.problems.append(f"{label}: {text!r} is negative" + (f" (0 {zero})" if zero else ""))
             return default
         try:
             return parse_size(text)

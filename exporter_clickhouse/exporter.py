@@ -509,13 +509,10 @@ class ClickHouseSpanExporter(SpanExporter):
             if members and (rows + batch.rows > self.config.insert_max_rows
                             or size + batch.size > self.config.insert_max_bytes):
                 break
-            try:
-                native, batch_columns = self.spool.read(batch)
-            except FileNotFoundError:
+            read = self._read_batch(batch)
+            if read is None:
                 continue
-            except SpoolCorrupt as error:
-                self._quarantine(batch, error)
-                continue
+            native, batch_columns = read
             if members and batch_columns != columns:
                 break  # written by another version: an insert of its own
             members.append(batch)
@@ -537,15 +534,10 @@ class ClickHouseSpanExporter(SpanExporter):
         columns: tuple[str, ...] = ()
         for name in intent.members:
             batch = self.spool.batch(name)
-            if batch is None:
+            read = self._read_batch(batch) if batch is not None else None
+            if read is None:
                 continue
-            try:
-                native, columns = self.spool.read(batch)
-            except FileNotFoundError:
-                continue
-            except SpoolCorrupt as error:
-                self._quarantine(batch, error)
-                continue
+            native, columns = read
             present.append(batch)
             bodies.append(native)
         if len(present) == len(intent.members):
@@ -562,10 +554,17 @@ class ClickHouseSpanExporter(SpanExporter):
         self.spool.discard_group(intent)
         return None  # the caller plans anew from what is pending (the survivors come first)
 
-    def _quarantine(self, batch: SpooledBatch, error: Exception) -> None:
+    def _read_batch(self, batch: SpooledBatch) -> tuple[bytes, tuple[str, ...]] | None:
+        """A spooled batch's Native bytes and columns; None when it is gone, or damaged (then moved aside)."""
         assert self.spool is not None
-        moved = self.spool.quarantine(batch)
-        _logger.warning("ClickHouse span exporter: a spooled batch is damaged (%s); moved to %s", error, moved)
+        try:
+            return self.spool.read(batch)
+        except FileNotFoundError:
+            return None
+        except SpoolCorrupt as error:
+            moved = self.spool.quarantine(batch)
+            _logger.warning("ClickHouse span exporter: a spooled batch is damaged (%s); moved to %s", error, moved)
+            return None
 
     def _insert_group(self, group: _Group, *, final: bool) -> bool:
         """Insert one group, with retries while they can help; False when the drainer should back off."""

@@ -101,9 +101,6 @@ _SERVE_INSERT_INTERVAL = "2s"
 _MIN_WRITE_SPANS = 8_192
 _WRITE_LINGER_SECONDS = 0.2
 _MAX_WRITE_SPANS = 98_304
-# --ack-after-store: each sender waits for its answer, so few requests can queue up; waiting long
-# for more would only slow every answer down.
-_ACK_AFTER_STORE_LINGER_SECONDS = 0.2
 # A body this much over the limit is not even read: the connection is closed after the answer.
 _DISCARD_LIMIT = 64 << 20
 _RETRY_AFTER_SECONDS = "1"
@@ -256,7 +253,6 @@ class SpanWriter:
         # flushed after each write, so a request is answered once its spans are in the store
         # (or, when the store fails meanwhile, safe in the spool).
         self._flush = getattr(exporter, "force_flush", None) if wait_stored else None
-        self._linger = _ACK_AFTER_STORE_LINGER_SECONDS if wait_stored else _WRITE_LINGER_SECONDS
         self.queued_spans = 0  # waiting or being written
         self.stored_spans = 0
         self.failed_spans = 0
@@ -286,7 +282,7 @@ class SpanWriter:
                 if not self._queue:
                     return
                 # Linger for a bigger write, unless closing (then write what there is, at once).
-                deadline = self._queue[0].arrived + self._linger
+                deadline = self._queue[0].arrived + _WRITE_LINGER_SECONDS
                 while not self._closing and self.queued_spans < _MIN_WRITE_SPANS:
                     left = deadline - time.monotonic()
                     if left <= 0:
