@@ -6,6 +6,8 @@ test; every client and exporter is closed at the end, so later modules can open 
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -131,7 +133,8 @@ def test_a_batch_replayed_after_an_ambiguous_failure_is_stored_once_views_includ
     exporter.export(span_batch(1, seed=99, service="warm-up"))  # opens the store, creates the schema
     assert exporter.force_flush()  # the drain thread is idle: the store is this thread's now
     assert exporter._store is not None
-    exporter._store.insert(batch.native, "replayed-token", INSERT_COLUMN_NAMES)
+    with exporter._store_lock:
+        exporter._store.insert(batch.native, "replayed-token", INSERT_COLUMN_NAMES)
     exporter.spool.put(batch.native, batch.rows, "replayed-token", INSERT_COLUMN_NAMES)
     assert exporter.force_flush()
     database = exporter.config.database
@@ -182,6 +185,19 @@ def test_real_instrumentation_spans_fill_the_llm_tables_with_typed_values(
     processor.shutdown()
 
 
+@contextlib.contextmanager
+def held_drain_lock(spool: Any) -> Iterator[None]:
+    """The spool's drain lock, waiting until the exporter's drain thread has let go of it."""
+    deadline = time.monotonic() + 10
+    while True:
+        with spool.drain_lock() as mine:
+            if mine:
+                yield
+                return
+        assert time.monotonic() < deadline, "the drain thread kept the spool's lock"
+        time.sleep(0.01)
+
+
 def test_a_group_whose_insert_reached_the_store_before_a_crash_is_stored_once(
     make_exporter: Any, reader: Any
 ) -> None:
@@ -192,11 +208,15 @@ def test_a_group_whose_insert_reached_the_store_before_a_crash_is_stored_once(
     exporter.export(span_batch(1, seed=98, service="warm-up"))
     assert exporter.force_flush()
     batches = [encode_spans(span_batch(size, seed=size)) for size in (40, 7, 25)]
-    for batch in batches:
-        exporter.spool.put(batch.native, batch.rows, uuid.uuid4().hex, INSERT_COLUMN_NAMES)
-    intent = exporter.spool.begin_group(exporter.spool.pending())
-    assert exporter._store is not None
-    exporter._store.insert(b"".join(batch.native for batch in batches), intent.token, INSERT_COLUMN_NAMES)
+    # Built while holding the drain lock, as the killed drainer did: the exporter's own drain
+    # thread (its insert interval may run out meanwhile) must not take these batches first.
+    with held_drain_lock(exporter.spool):
+        for batch in batches:
+            exporter.spool.put(batch.native, batch.rows, uuid.uuid4().hex, INSERT_COLUMN_NAMES)
+        intent = exporter.spool.begin_group(exporter.spool.pending())
+        assert exporter._store is not None
+        with exporter._store_lock:
+            exporter._store.insert(b"".join(batch.native for batch in batches), intent.token, INSERT_COLUMN_NAMES)
     # A later batch, exported after the restart: it is inserted after the group, in its own insert.
     assert exporter.export(span_batch(5, seed=5)) is SpanExportResult.SUCCESS
     assert exporter.force_flush()
