@@ -178,7 +178,8 @@ def test_batches_that_wait_together_go_in_one_multi_block_insert_stored_once(
     assert [tuple(row) for row in reader.query(ROW_QUERY.format(table=table)).result_rows] == expected_rows(spans)
     # The same group sent again (a retry after a lost answer) is dropped by the server's deduplication.
     assert exporter._store is not None
-    exporter._store.insert(body, inserts[-1]["settings"]["insert_deduplication_token"], INSERT_COLUMN_NAMES)
+    with exporter._store_lock:  # the drain thread's store
+        exporter._store.insert(body, inserts[-1]["settings"]["insert_deduplication_token"], INSERT_COLUMN_NAMES)
     assert reader.command(f"SELECT count() FROM {table}") == len(spans)
 
 
