@@ -37,8 +37,15 @@ Two figures per mode:
   and round, for the README only: wall time on a shared 2-core machine swings by +-50% between runs.
 
 The cost per stream chunk is the *marginal* one: streams of 50 and of 150 content chunks, the
-difference in added instructions divided by the 100 extra chunks. What a stream costs once (the
-proxy, the usage chunk llmtel asks for, the span) is shown separately, per stream of 50 chunks.
+difference divided by the 100 extra chunks, instrumented minus bare. The SDK spends ~818,000
+instructions per chunk, so llmtel's few thousand are a difference of two large numbers, and runs
+in separate processes moved it by +-1,500 between identical runs (3,066 to 6,660 for the same
+code: each process has its own hash seeds in the SDK's compiled parts and its own memory layout).
+So the four legs are counted in **one** process, round after round (bare 50, bare 150, llmtel 50,
+llmtel 150; instrument() and uninstrument() between), each leg inside a ``functools.reduce`` call
+that callgrind dumps its count before and after (``--dump-before``/``--dump-after``); the report
+gives the median round and the spread. What a stream costs once (the proxy, the usage chunk
+llmtel asks for, the span) is shown separately, per stream of 50 chunks (N and 3N streams).
 
 The official and OpenLLMetry instrumentations register the entry point ``openai``; do not install
 them where ``opentelemetry-instrument`` or the tests would load them. Put them in a venv of their
@@ -63,6 +70,7 @@ fixed version while working on the tree, put a copy first on the path, e.g. for 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import hashlib
 import importlib.util
@@ -72,6 +80,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +91,8 @@ SCRIPT = os.path.abspath(__file__)
 TARGET_RATIO_TO_FLOOR = 1.25
 TARGET_INSTRUCTIONS_PER_CHUNK = 5_000
 CHUNKS = 50  # content chunks in a stream; the marginal cost per chunk also runs 3 * CHUNKS
+CHUNK_MODES = ("llmtel-stream", "llmtel-nousage-stream")  # per-chunk figures, in-process legs
+_LEG_MARKER = "functools_reduce"  # the C function each leg runs inside; callgrind dumps around it
 NOT_INSTALLED = 3  # a child's exit code when its instrumentation cannot be imported
 
 CHAT_MODES = ("bare", "llmtel", "floor", "official", "openllmetry")
@@ -529,6 +540,57 @@ def run_calls(mode: str, calls: int, chunks: int, timed: bool = False) -> int:
     return 0
 
 
+def run_chunk_legs(mode: str, streams: int, rounds: int) -> int:
+    """Child: the per-chunk legs in one process, each inside ``functools.reduce`` (callgrind dumps around it).
+
+    Per round: ``streams`` streams of CHUNKS chunks bare, of 3 * CHUNKS bare, then the same with
+    llmtel instrumented. Prints the number of legs, for the parent to check the dumps against.
+    """
+    print(_SOURCE + source_fingerprint(), flush=True)
+    if mode == "llmtel-nousage-stream":
+        os.environ["OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE"] = "false"
+    providers = sdk_providers(batch_at_end=True)  # no worker wake-up inside a leg
+    short, long = _stream_call(mock_client(CHUNKS)), _stream_call(mock_client(3 * CHUNKS))
+    instrumented = _instrumentor_workload(llmtel_instrumentor(), short, providers)
+
+    def leg(call: Callable[[], int]) -> None:
+        def streams_of(_: None, __: None) -> None:
+            for _ in range(streams):
+                call()
+
+        functools.reduce(streams_of, [None], None)
+
+    for on in (False, True):
+        if on:
+            instrumented.enable()
+        for call, chunks in ((short, CHUNKS), (long, 3 * CHUNKS)):
+            seen = [call() for _ in range(WARM_UP_CALLS)]
+            if seen != [chunks + 1] * WARM_UP_CALLS:
+                print(f"{mode}: the caller saw {seen} chunks, expected {chunks + 1}", file=sys.stderr)
+                return 1
+        if on:
+            instrumented.disable()
+    gc.collect()
+    gc.freeze()
+    gc.disable()  # as in run_calls
+    for _ in range(rounds):
+        for on in (False, True):
+            if on:
+                instrumented.enable()
+            leg(short)
+            leg(long)
+            if on:
+                instrumented.disable()
+    gc.enable()
+    spans = providers.finish()
+    expected = WARM_UP_CALLS * 2 + rounds * 2 * streams
+    if spans != expected:
+        print(f"{mode}: {spans} spans exported, expected {expected}", file=sys.stderr)
+        return 1
+    print(f"legs {rounds * 4}")
+    return 0
+
+
 # --- The valgrind runner ------------------------------------------------------------------------
 
 _COLLECTED = re.compile(rb"==\d+== Collected : (\d+)")
@@ -564,6 +626,48 @@ def count_instructions(python: str, run: Run) -> tuple[int | None, str]:
         tail = done.stderr.decode(errors="replace")[-3000:]
         raise RuntimeError(f"{run} failed with exit code {done.returncode}:\n{tail}")
     return int(found.group(1)), source
+
+
+@dataclass(frozen=True)
+class ChunkRound:
+    """Instructions per extra content chunk in one round of legs: the bare SDK, and with llmtel."""
+
+    bare: float
+    llmtel: float
+
+    @property
+    def added(self) -> float:
+        return self.llmtel - self.bare
+
+
+def count_chunk_legs(python: str, mode: str, streams: int, rounds: int, sources: set[str]) -> list[ChunkRound]:
+    """One valgrind child running ``run_chunk_legs``; the per-chunk figures of each round."""
+    with tempfile.TemporaryDirectory(prefix="llmtel-chunk-legs-") as directory:
+        out = os.path.join(directory, "callgrind.out")
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                   f"--dump-before={_LEG_MARKER}", f"--dump-after={_LEG_MARKER}",
+                   python, SCRIPT, "--chunk-child", mode, "--calls", str(streams), "--rounds", str(rounds)]
+        done = subprocess.run(command, capture_output=True, env=child_environment(), check=False)
+        stdout = done.stdout.decode(errors="replace")
+        sources.add(_source_of(stdout))
+        if done.returncode != 0:
+            raise RuntimeError(f"chunk legs of {mode} failed with exit code {done.returncode}:\n"
+                               f"{done.stderr.decode(errors='replace')[-3000:]}")
+        dumps = sorted((name for name in os.listdir(directory) if re.fullmatch(r"callgrind\.out\.\d+", name)),
+                       key=lambda name: int(name.rsplit(".", 1)[1]))
+        totals = []
+        for name in dumps:
+            with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as file:
+                found = re.search(r"^summary: (\d+)$", file.read(), re.MULTILINE)
+            totals.append(int(found.group(1)) if found else 0)
+    legs = rounds * 4
+    if f"legs {legs}" not in stdout or len(totals) != 2 * legs:
+        # Another functools.reduce call on the way would split a leg: the figures would mean nothing.
+        raise RuntimeError(f"chunk legs of {mode}: {len(totals)} callgrind dumps for {legs} legs")
+    counts = totals[1::2]  # each leg's dump comes after the dump of what ran before it
+    per_chunk = streams * 2 * CHUNKS
+    return [ChunkRound(bare=(counts[at + 1] - counts[at]) / per_chunk,
+                       llmtel=(counts[at + 3] - counts[at + 2]) / per_chunk) for at in range(0, legs, 4)]
 
 
 def count_all(python: str, runs: list[Run], jobs: int, verbose: bool,
@@ -615,14 +719,15 @@ class Plan:
     calls: int
     streams: int
     api_calls: int
+    chunk_streams: int  # streams per leg of the per-chunk figure
+    chunk_rounds: int
     runs: list[Run] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for mode in CHAT_MODES:
             self.runs += [Run(mode, self.calls, CHUNKS), Run(mode, 3 * self.calls, CHUNKS)]
         for mode in STREAM_MODES:
-            self.runs += [Run(mode, self.streams, CHUNKS), Run(mode, 3 * self.streams, CHUNKS),
-                          Run(mode, self.streams, 3 * CHUNKS)]
+            self.runs += [Run(mode, self.streams, CHUNKS), Run(mode, 3 * self.streams, CHUNKS)]
         for mode in API_MODES:
             self.runs += [Run(mode, self.api_calls, CHUNKS), Run(mode, 3 * self.api_calls, CHUNKS)]
         # Longest first, so two parallel jobs end together.
@@ -636,14 +741,6 @@ class Plan:
             return None
         return (high - low) / (2 * n)
 
-    def marginal_chunk(self, counts: dict[Run, int | None], mode: str) -> float:
-        """Instructions per extra content chunk: N streams of 150 chunks against N streams of 50.
-
-        Both runs also make the warm-up streams, at their own length.
-        """
-        low, high = counts[Run(mode, self.streams, CHUNKS)], counts[Run(mode, self.streams, 3 * CHUNKS)]
-        assert low is not None and high is not None
-        return (high - low) / ((self.streams + WARM_UP_CALLS) * 2 * CHUNKS)
 
 
 def _m(value: float | None, signed: bool = False) -> str:
@@ -652,7 +749,8 @@ def _m(value: float | None, signed: bool = False) -> str:
     return f"{value / 1e6:+.3f}" if signed else f"{value / 1e6:.3f}"
 
 
-def print_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, float]) -> None:
+def print_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, float],
+                 chunk_rounds: dict[str, list[ChunkRound]]) -> None:
     per_call = {mode: plan.per_call(counts, mode) for mode in CHAT_MODES + STREAM_MODES}
     bare, bare_stream = per_call["bare"], per_call["bare-stream"]
     assert bare is not None and bare_stream is not None and per_call["floor"] is not None
@@ -695,15 +793,20 @@ def print_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, floa
         print(f"{name} adds {peer_added / 1e6:.3f} M ({peer_added / floor_added:.2f}x the floor); "
               f"llmtel is {relation} it by {abs(peer_added - llmtel_added) / 1e6:.3f} M")
 
-    chunk = plan.marginal_chunk(counts, "llmtel-stream") - plan.marginal_chunk(counts, "bare-stream")
+    rounds = chunk_rounds["llmtel-stream"]
+    chunk = statistics.median(one.added for one in rounds)
     verdict = "OK" if chunk <= TARGET_INSTRUCTIONS_PER_CHUNK else "OVER TARGET"
     print(f"\nllmtel added per stream chunk = {chunk:,.0f} instructions "
           f"{'<=' if chunk <= TARGET_INSTRUCTIONS_PER_CHUNK else '>'} {TARGET_INSTRUCTIONS_PER_CHUNK:,}: {verdict}")
-    print(f"  (marginal: streams of {3 * CHUNKS} against streams of {CHUNKS} chunks, per extra chunk; "
-          f"bare SDK cost per chunk {plan.marginal_chunk(counts, 'bare-stream'):,.0f})")
-    own = plan.marginal_chunk(counts, "llmtel-nousage-stream") - plan.marginal_chunk(counts, "bare-stream")
+    print(f"  (median of {len(rounds)} rounds in one process, each: {plan.chunk_streams} streams of {3 * CHUNKS} "
+          f"against {plan.chunk_streams} of {CHUNKS} chunks, instrumented minus bare; rounds "
+          f"{', '.join(f'{one.added:,.0f}' for one in rounds)}; bare SDK cost per chunk "
+          f"{statistics.median(one.bare for one in rounds):,.0f})")
+    own_rounds = chunk_rounds["llmtel-nousage-stream"]
+    own = statistics.median(one.added for one in own_rounds)
     print(f"  with OTEL_INSTRUMENTATION_LLMTEL_STREAM_USAGE=false (the API is not asked for usage, so its chunks "
-          f"carry no \"usage\": null for the SDK to read): {own:,.0f} instructions per chunk")
+          f"carry no \"usage\": null to take out): {own:,.0f} instructions per chunk (rounds "
+          f"{', '.join(f'{one.added:,.0f}' for one in own_rounds)})")
     stream_added = per_call["llmtel-stream"] - bare_stream  # type: ignore[operator]
     fixed = stream_added - CHUNKS * chunk
     print(f"  llmtel added per stream of {CHUNKS} chunks = {stream_added / 1e6:.3f} M, of which once per stream "
@@ -763,21 +866,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--chunks", type=int, default=CHUNKS, help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-child", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return run_calls(args.child, args.calls, args.chunks, args.timed)
+    if args.chunk_child:
+        return run_chunk_legs(args.chunk_child, args.calls, args.rounds)
 
-    plan = Plan(calls=50, streams=10, api_calls=1000) if args.quick else Plan(calls=150, streams=40, api_calls=3000)
+    plan = (Plan(calls=50, streams=10, api_calls=1000, chunk_streams=5, chunk_rounds=3) if args.quick
+            else Plan(calls=150, streams=40, api_calls=3000, chunk_streams=10, chunk_rounds=5))
     print(f"valgrind: {len(plan.runs)} runs, {args.jobs} at a time, children run by {args.python}", flush=True)
     started = time.monotonic()
     try:
         sources: set[str] = set()
-        counts = count_all(args.python, plan.runs, args.jobs, args.verbose, sources)
+        with ThreadPoolExecutor(max_workers=len(CHUNK_MODES)) as pool:  # beside the runs: valgrind counts
+            legs = {mode: pool.submit(count_chunk_legs, args.python, mode, plan.chunk_streams,
+                                      plan.chunk_rounds, sources) for mode in CHUNK_MODES}
+            counts = count_all(args.python, plan.runs, args.jobs, args.verbose, sources)
+            chunk_rounds = {mode: future.result() for mode, future in legs.items()}
         wall = wall_times(args.python, list(CHAT_MODES + STREAM_MODES + API_MODES), args.quick, sources)
     except (RuntimeError, OSError) as error:
         print(f"bench failed: {error}")
         return 0
-    print_report(plan, counts, wall)
+    print_report(plan, counts, wall, chunk_rounds)
     print_api_report(plan, counts, wall)
     print(f"\nllmtel imported from {', '.join(sorted(sources))}")
     if len(sources) > 1:
