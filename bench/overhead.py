@@ -46,6 +46,9 @@ llmtel 150; instrument() and uninstrument() between), each leg inside a ``functo
 that callgrind dumps its count before and after (``--dump-before``/``--dump-after``); the report
 gives the median round and the spread. What a stream costs once (the proxy, the usage chunk
 llmtel asks for, the span) is shown separately, per stream of 50 chunks (N and 3N streams).
+The cost of a span started outside any context once contexts were used is counted the same way:
+legs of plain spans before the first ``context()`` and after it was left, in one process, beside a
+control process running the same legs with no context in between.
 
 The official and OpenLLMetry instrumentations register the entry point ``openai``; do not install
 them where ``opentelemetry-instrument`` or the tests would load them. Put them in a venv of their
@@ -92,6 +95,7 @@ TARGET_RATIO_TO_FLOOR = 1.25
 TARGET_INSTRUCTIONS_PER_CHUNK = 5_000
 CHUNKS = 50  # content chunks in a stream; the marginal cost per chunk also runs 3 * CHUNKS
 CHUNK_MODES = ("llmtel-stream", "llmtel-nousage-stream")  # per-chunk figures, in-process legs
+SPAN_LEG_ROUNDS = 3  # legs of spans before any context(), and as many after
 _LEG_MARKER = "functools_reduce"  # the C function each leg runs inside; callgrind dumps around it
 NOT_INSTALLED = 3  # a child's exit code when its instrumentation cannot be imported
 
@@ -432,18 +436,22 @@ def api_workload(mode: str, providers: Providers) -> Workload:
         in_context()
         return plain_span()
 
-    if mode == "api-span-after-context":
+    if mode.startswith("api-span-after-context"):
         # A context puts the ContextSpanProcessor in the span path; once STEP_OUT_AFTER spans have
         # started with no context alive it takes itself out again.
         from llmtel.instrumentation.processors import STEP_OUT_AFTER
 
-        with context(user_id="customer-42"):
+        if mode.endswith("-control"):  # the same spans, no context
             tracer.start_span("in a context").end()
+        else:
+            with context(user_id="customer-42"):
+                tracer.start_span("in a context").end()
         for _ in range(STEP_OUT_AFTER):
             tracer.start_span("outside, before the measured calls").end()
     calls = {"api-agent-floor": agent_floor, "api-agent": triage, "api-tool-floor": tool_floor,
              "api-tool": lookup_order, "api-context": in_context, "api-span": plain_span,
-             "api-span-after-context": plain_span, "api-context-then-span": context_then_span}
+             "api-span-after-context": plain_span, "api-span-after-context-control": plain_span,
+             "api-context-then-span": context_then_span}
     return Workload(calls[mode])
 
 
@@ -553,13 +561,6 @@ def run_chunk_legs(mode: str, streams: int, rounds: int) -> int:
     short, long = _stream_call(mock_client(CHUNKS)), _stream_call(mock_client(3 * CHUNKS))
     instrumented = _instrumentor_workload(llmtel_instrumentor(), short, providers)
 
-    def leg(call: Callable[[], int]) -> None:
-        def streams_of(_: None, __: None) -> None:
-            for _ in range(streams):
-                call()
-
-        functools.reduce(streams_of, [None], None)
-
     for on in (False, True):
         if on:
             instrumented.enable()
@@ -577,8 +578,8 @@ def run_chunk_legs(mode: str, streams: int, rounds: int) -> int:
         for on in (False, True):
             if on:
                 instrumented.enable()
-            leg(short)
-            leg(long)
+            _run_leg(short, streams)
+            _run_leg(long, streams)
             if on:
                 instrumented.disable()
     gc.enable()
@@ -588,6 +589,51 @@ def run_chunk_legs(mode: str, streams: int, rounds: int) -> int:
         print(f"{mode}: {spans} spans exported, expected {expected}", file=sys.stderr)
         return 1
     print(f"legs {rounds * 4}")
+    return 0
+
+
+def _run_leg(work: Callable[[], object], times: int) -> None:
+    """``times`` calls of ``work`` inside ``functools.reduce``, the marker callgrind dumps around."""
+
+    def legs_of(_: None, __: None) -> None:
+        for _ in range(times):
+            work()
+
+    functools.reduce(legs_of, [None], None)
+
+
+def run_span_legs(spans: int, rounds: int, control: bool) -> int:
+    """Child: legs of ``spans`` plain SDK spans before any context(), then after contexts were used and left.
+
+    One process, so both sides share hash seeds and memory layout; ``rounds`` legs each side.
+    ``control``: the same legs and spans with no context in between (how much the second half
+    differs from the first by itself).
+    """
+    print(_SOURCE + source_fingerprint(), flush=True)
+    providers = sdk_providers(batch_at_end=True)
+    before = api_workload("api-span", providers)
+    for _ in range(WARM_UP_CALLS):
+        before.call()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    for _ in range(rounds):
+        _run_leg(before.call, spans)
+    # A context, then STEP_OUT_AFTER lone spans (the control: the same spans, no context).
+    after = api_workload("api-span-after-context-control" if control else "api-span-after-context", providers)
+    for _ in range(WARM_UP_CALLS):
+        after.call()
+    for _ in range(rounds):
+        _run_leg(after.call, spans)
+    gc.enable()
+    from llmtel.instrumentation.processors import STEP_OUT_AFTER
+
+    exported = providers.finish()
+    expected = 2 * (WARM_UP_CALLS + rounds * spans) + 1 + STEP_OUT_AFTER
+    if exported != expected:
+        print(f"span legs: {exported} spans exported, expected {expected}", file=sys.stderr)
+        return 1
+    print(f"legs {2 * rounds}")
     return 0
 
 
@@ -640,18 +686,17 @@ class ChunkRound:
         return self.llmtel - self.bare
 
 
-def count_chunk_legs(python: str, mode: str, streams: int, rounds: int, sources: set[str]) -> list[ChunkRound]:
-    """One valgrind child running ``run_chunk_legs``; the per-chunk figures of each round."""
-    with tempfile.TemporaryDirectory(prefix="llmtel-chunk-legs-") as directory:
+def count_legs(python: str, child: list[str], legs: int, sources: set[str]) -> list[int]:
+    """The instructions of each leg of one valgrind child (legs run inside ``functools.reduce``)."""
+    with tempfile.TemporaryDirectory(prefix="llmtel-legs-") as directory:
         out = os.path.join(directory, "callgrind.out")
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                   f"--dump-before={_LEG_MARKER}", f"--dump-after={_LEG_MARKER}",
-                   python, SCRIPT, "--chunk-child", mode, "--calls", str(streams), "--rounds", str(rounds)]
+                   f"--dump-before={_LEG_MARKER}", f"--dump-after={_LEG_MARKER}", python, SCRIPT, *child]
         done = subprocess.run(command, capture_output=True, env=child_environment(), check=False)
         stdout = done.stdout.decode(errors="replace")
         sources.add(_source_of(stdout))
         if done.returncode != 0:
-            raise RuntimeError(f"chunk legs of {mode} failed with exit code {done.returncode}:\n"
+            raise RuntimeError(f"{' '.join(child)} failed with exit code {done.returncode}:\n"
                                f"{done.stderr.decode(errors='replace')[-3000:]}")
         dumps = sorted((name for name in os.listdir(directory) if re.fullmatch(r"callgrind\.out\.\d+", name)),
                        key=lambda name: int(name.rsplit(".", 1)[1]))
@@ -660,14 +705,28 @@ def count_chunk_legs(python: str, mode: str, streams: int, rounds: int, sources:
             with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as file:
                 found = re.search(r"^summary: (\d+)$", file.read(), re.MULTILINE)
             totals.append(int(found.group(1)) if found else 0)
-    legs = rounds * 4
     if f"legs {legs}" not in stdout or len(totals) != 2 * legs:
         # Another functools.reduce call on the way would split a leg: the figures would mean nothing.
-        raise RuntimeError(f"chunk legs of {mode}: {len(totals)} callgrind dumps for {legs} legs")
-    counts = totals[1::2]  # each leg's dump comes after the dump of what ran before it
+        raise RuntimeError(f"{' '.join(child)}: {len(totals)} callgrind dumps for {legs} legs")
+    return totals[1::2]  # each leg's dump comes after the dump of what ran before it
+
+
+def count_chunk_legs(python: str, mode: str, streams: int, rounds: int, sources: set[str]) -> list[ChunkRound]:
+    """One valgrind child running ``run_chunk_legs``; the per-chunk figures of each round."""
+    legs = rounds * 4
+    counts = count_legs(python, ["--chunk-child", mode, "--calls", str(streams), "--rounds", str(rounds)],
+                        legs, sources)
     per_chunk = streams * 2 * CHUNKS
     return [ChunkRound(bare=(counts[at + 1] - counts[at]) / per_chunk,
                        llmtel=(counts[at + 3] - counts[at + 2]) / per_chunk) for at in range(0, legs, 4)]
+
+
+def count_span_legs(python: str, spans: int, rounds: int, control: bool,
+                    sources: set[str]) -> tuple[list[float], list[float]]:
+    """One valgrind child running ``run_span_legs``: per-span counts before any context, and after."""
+    child = ["--span-child", "--calls", str(spans), "--rounds", str(rounds)] + (["--control"] if control else [])
+    counts = count_legs(python, child, 2 * rounds, sources)
+    return [count / spans for count in counts[:rounds]], [count / spans for count in counts[rounds:]]
 
 
 def count_all(python: str, runs: list[Run], jobs: int, verbose: bool,
@@ -813,7 +872,8 @@ def print_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, floa
           f"{fixed / 1e6:.3f} M (span, proxy, and parsing the usage chunk llmtel asks for)")
 
 
-def print_api_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, float]) -> None:
+def print_api_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, float],
+                     span_legs: dict[bool, tuple[list[float], list[float]]]) -> None:
     per_call = {mode: plan.per_call(counts, mode) for mode in API_MODES}
     print(f"\nworkflow/agent/tool/context API, per call (N = {plan.api_calls}):\n")
     header = f"{'mode':<24} {'instructions':>12} {'wall µs':>9}"
@@ -836,13 +896,20 @@ def print_api_report(plan: Plan, counts: dict[Run, int | None], wall: dict[str, 
         verdict = "OK" if entry <= TARGET_CONTEXT_INSTRUCTIONS else "OVER TARGET"
         print(f"with context(user_id, session_id): (construct,) enter and exit = {entry:,.0f} instructions "
               f"{'<=' if entry <= TARGET_CONTEXT_INSTRUCTIONS else '>'} {TARGET_CONTEXT_INSTRUCTIONS:,}: {verdict}")
-    plain, after = per_call["api-span"], per_call["api-span-after-context"]
-    if plain is not None and after is not None:
-        print(f"a span started outside any context, after contexts were used and left: "
-              f"{after - plain:+,.0f} instructions ({(after - plain) / plain:+.2%} of the span; target 0)")
-    alternating, entry = per_call["api-context-then-span"], per_call["api-context"]
-    if alternating is not None and entry is not None and plain is not None:
-        print(f"a context, then a lone span outside it, again and again: {alternating - entry - plain:+,.0f} "
+    for control in (False, True):
+        before_legs, after_legs = span_legs[control]
+        before, after = statistics.median(before_legs), statistics.median(after_legs)
+        legs = (f"legs of {plan.api_calls} spans, first half {', '.join(f'{leg:,.0f}' for leg in before_legs)}; "
+                f"second half {', '.join(f'{leg:,.0f}' for leg in after_legs)}")
+        if control:
+            print(f"  control, the same process with no context in between: {after - before:+,.0f} ({legs})")
+        else:
+            print(f"a span started outside any context, after contexts were used and left: {after - before:+,.0f} "
+                  f"instructions ({(after - before) / before:+.2%} of the span; target 0)")
+            print(f"  (medians in one process: before any context, then after; {legs})")
+    alternating, entry, lone = per_call["api-context-then-span"], per_call["api-context"], per_call["api-span"]
+    if alternating is not None and entry is not None and lone is not None:
+        print(f"a context, then a lone span outside it, again and again: {alternating - entry - lone:+,.0f} "
               f"instructions a round over the two alone (the processor in the span path, stepping out "
               f"every {_step_out_after()} lone spans)")
 
@@ -868,11 +935,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=CHUNKS, help=argparse.SUPPRESS)
     parser.add_argument("--chunk-child", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--span-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--control", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return run_calls(args.child, args.calls, args.chunks, args.timed)
     if args.chunk_child:
         return run_chunk_legs(args.chunk_child, args.calls, args.rounds)
+    if args.span_child:
+        return run_span_legs(args.calls, args.rounds, args.control)
 
     plan = (Plan(calls=50, streams=10, api_calls=1000, chunk_streams=5, chunk_rounds=3) if args.quick
             else Plan(calls=150, streams=40, api_calls=3000, chunk_streams=10, chunk_rounds=5))
@@ -880,17 +951,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         sources: set[str] = set()
-        with ThreadPoolExecutor(max_workers=len(CHUNK_MODES)) as pool:  # beside the runs: valgrind counts
+        with ThreadPoolExecutor(max_workers=len(CHUNK_MODES) + 2) as pool:  # beside the runs: counts, not time
             legs = {mode: pool.submit(count_chunk_legs, args.python, mode, plan.chunk_streams,
                                       plan.chunk_rounds, sources) for mode in CHUNK_MODES}
+            spans = {control: pool.submit(count_span_legs, args.python, plan.api_calls, SPAN_LEG_ROUNDS, control,
+                                          sources) for control in (False, True)}
             counts = count_all(args.python, plan.runs, args.jobs, args.verbose, sources)
             chunk_rounds = {mode: future.result() for mode, future in legs.items()}
+            span_legs = {control: future.result() for control, future in spans.items()}
         wall = wall_times(args.python, list(CHAT_MODES + STREAM_MODES + API_MODES), args.quick, sources)
     except (RuntimeError, OSError) as error:
         print(f"bench failed: {error}")
         return 0
     print_report(plan, counts, wall, chunk_rounds)
-    print_api_report(plan, counts, wall)
+    print_api_report(plan, counts, wall, span_legs)
     print(f"\nllmtel imported from {', '.join(sorted(sources))}")
     if len(sources) > 1:
         print("WARNING: the llmtel source changed during the run, so these figures mix versions of it. "
