@@ -202,12 +202,21 @@ class Store:
         if self.endpoint.kind == "server" and self.config.compress != "none":
             body = _compress(native, self.config.compress)
             compression = self.config.compress
-        try:
-            with _quiet_driver():
-                self._client.raw_insert(self.table, columns, body, settings=settings, fmt="Native",
-                                        compression=compression)
-        except Exception as error:
-            raise self._failure("could not insert into", error) from error
+        for attempt in (1, 2):
+            try:
+                with _quiet_driver():
+                    self._client.raw_insert(self.table, columns, body, settings=settings, fmt="Native",
+                                            compression=compression)
+                return
+            except Exception as error:
+                if attempt == 2 or not _closed_by_the_driver(error):
+                    raise self._failure("could not insert into", error) from error
+            # clickhouse-connect closes an embedded client from a weakref finalizer at interpreter
+            # exit, and that finalizer's exit hook (registered when the store was opened) runs
+            # before the SDK's, which exports the last spans. Nothing was sent (the driver
+            # refused first): open the store again and insert.
+            self.close()
+            self.connect()
 
     def close(self) -> None:
         """Close the client (the embedded store's lock is released for other processes)."""
@@ -317,6 +326,11 @@ def _transport_reason(error: BaseException, timeout: float) -> str:
     if "timed out" in text:
         return f"no answer within {timeout:g} s"
     return ""
+
+
+def _closed_by_the_driver(error: Exception) -> bool:
+    """The driver refused to use a client closed under us (the store itself is fine)."""
+    return type(error).__name__ == "ProgrammingError" and "has been closed" in str(error)
 
 
 def _first_line(text: str) -> str:

@@ -47,7 +47,7 @@ def _table_value(table: str, row_label: str, column: str) -> str:
 @pytest.mark.skipif(bool(MISSING), reason=f"the local model is not installed ({', '.join(MISSING)})")
 def test_demo_end_to_end(tmp_path):
     store = tmp_path / "store"
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200", "XDG_DATA_HOME": str(tmp_path / "data")}  # the spool too
     for name in [name for name in env if name.startswith(("OTEL_", "OPENAI_", "SUPPORT_BOT_"))]:
         del env[name]
     result = subprocess.run([sys.executable, "-m", "llmtel.exporter_clickhouse.cli", "demo", "--store", str(store)],

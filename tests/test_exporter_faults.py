@@ -266,6 +266,46 @@ def test_an_app_exits_promptly_and_its_last_spans_are_stored(tmp_path: Path, end
     assert not list(tmp_path.glob("llmtel/spool/*/*.batch"))
 
 
+EMBEDDED_EXITING_APP = """
+import sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from llmtel.exporter_clickhouse import ClickHouseSpanExporter
+provider = TracerProvider()
+exporter = ClickHouseSpanExporter()
+provider.add_span_processor(BatchSpanProcessor(exporter))
+tracer = provider.get_tracer("exiting")
+for number in range(5):
+    with tracer.start_as_current_span("early"):
+        pass
+provider.force_flush()  # exported mid-run: the embedded store opens now, not in the exit hook
+assert exporter.force_flush()
+for number in range(7):
+    with tracer.start_as_current_span("late"):
+        pass
+"""
+
+
+def test_an_app_on_the_embedded_store_exits_and_its_last_spans_are_stored(tmp_path: Path) -> None:
+    # clickhouse-connect closes an embedded client from a weakref finalizer at interpreter exit,
+    # and that finalizer's exit hook (registered when the store opened) runs before the SDK's,
+    # which exports the last spans. They must be stored all the same, and nothing left behind.
+    store = tmp_path / "store"
+    environment = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
+                   "OTEL_EXPORTER_CLICKHOUSE_ENDPOINT": f"chdb://{store}"}
+    done = subprocess.run([sys.executable, "-c", EMBEDDED_EXITING_APP], env=environment, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "could not insert" not in done.stderr and "wait in the spool" not in done.stderr, done.stderr
+    assert not list(tmp_path.glob("data/llmtel/spool/*/*.batch"))
+    reader = clickhouse_connect.get_client(interface="chdb", path=str(store))
+    try:
+        assert reader.query("SELECT countIf(SpanName = 'early'), countIf(SpanName = 'late') "
+                            "FROM default.otel_traces").result_rows == [(5, 7)]
+    finally:
+        reader.close()
+
+
 # --- the exporting process killed ------------------------------------------------------------
 
 
