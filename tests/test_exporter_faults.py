@@ -266,7 +266,7 @@ def test_an_app_exits_promptly_and_its_last_spans_are_stored(tmp_path: Path, end
     assert not list(tmp_path.glob("llmtel/spool/*/*.batch"))
 
 
-EMBEDDED_EXITING_APP = """
+MID_RUN_EXITING_APP = """
 import sys
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -293,7 +293,7 @@ def test_an_app_on_the_embedded_store_exits_and_its_last_spans_are_stored(tmp_pa
     store = tmp_path / "store"
     environment = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
                    "OTEL_EXPORTER_CLICKHOUSE_ENDPOINT": f"chdb://{store}"}
-    done = subprocess.run([sys.executable, "-c", EMBEDDED_EXITING_APP], env=environment, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", MID_RUN_EXITING_APP], env=environment, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "could not insert" not in done.stderr and "wait in the spool" not in done.stderr, done.stderr
@@ -304,6 +304,22 @@ def test_an_app_on_the_embedded_store_exits_and_its_last_spans_are_stored(tmp_pa
                             "FROM default.otel_traces").result_rows == [(5, 7)]
     finally:
         reader.close()
+
+
+def test_an_app_exporting_over_http_mid_run_exits_and_its_last_spans_are_stored(
+    tmp_path: Path, endpoint: ChdbHttpEndpoint
+) -> None:
+    # The same over HTTP: clickhouse-connect's own exit hook (closing its connection pools) is
+    # registered when the client is first imported, here mid-run, and so runs before the SDK's.
+    endpoint.reset()
+    environment = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "OTEL_EXPORTER_CLICKHOUSE_ENDPOINT": endpoint.url,
+                   "OTEL_EXPORTER_CLICKHOUSE_DATABASE": "exiting_mid_run"}
+    done = subprocess.run([sys.executable, "-c", MID_RUN_EXITING_APP], env=environment, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "could not insert" not in done.stderr, done.stderr
+    assert stored(endpoint, "exiting_mid_run") == (12, 12)
+    assert not list(tmp_path.glob("llmtel/spool/*/*.batch"))
 
 
 # --- the exporting process killed ------------------------------------------------------------
