@@ -2,7 +2,7 @@
 
 Prints figures; it is a report, not a test (it always exits 0). Usage::
 
-    python bench/overhead.py              # full run, ~12 minutes on 2 cores
+    python bench/overhead.py              # full run, ~14 minutes on 2 cores
     python bench/overhead.py --quick      # smaller N, ~5 minutes
     python bench/overhead.py --python /path/to/benchvenv/bin/python   # with the peers
 
@@ -537,9 +537,7 @@ def run_calls(mode: str, calls: int, chunks: int, timed: bool = False) -> int:
     spans = providers.finish()
     expected = 0 if mode.startswith("bare") or mode == "api-context" else WARM_UP_CALLS + calls
     if mode == "api-span-after-context":  # the spans made beforehand, in the context and after it
-        from llmtel.instrumentation.processors import STEP_OUT_AFTER
-
-        expected += 1 + STEP_OUT_AFTER
+        expected += 1 + _step_out_after()
     if spans != expected:
         print(f"{mode}: {spans} spans exported, expected {expected}", file=sys.stderr)
         return 1
@@ -626,10 +624,8 @@ def run_span_legs(spans: int, rounds: int, control: bool) -> int:
     for _ in range(rounds):
         _run_leg(after.call, spans)
     gc.enable()
-    from llmtel.instrumentation.processors import STEP_OUT_AFTER
-
     exported = providers.finish()
-    expected = 2 * (WARM_UP_CALLS + rounds * spans) + 1 + STEP_OUT_AFTER
+    expected = 2 * (WARM_UP_CALLS + rounds * spans) + 1 + _step_out_after()
     if exported != expected:
         print(f"span legs: {exported} spans exported, expected {expected}", file=sys.stderr)
         return 1

@@ -237,13 +237,17 @@ class SpoolDirectory:
 
     # --- reading ----------------------------------------------------------------------------
 
+    def _entries(self) -> list[os.DirEntry]:
+        """The spool directory's entries; none when it is not made yet, or not a directory."""
+        try:
+            return list(os.scandir(self.path))
+        except OSError:
+            return []
+
     def pending(self) -> list[SpooledBatch]:
         """The spooled batches, oldest first (stale temporary files of dead writers are removed)."""
         batches = []
-        try:
-            entries = list(os.scandir(self.path))
-        except OSError:
-            return []
+        entries = self._entries()
         now = time.time()
         for entry in entries:
             name = entry.name
@@ -312,10 +316,7 @@ class SpoolDirectory:
     def groups(self) -> list[GroupIntent]:
         """Group intents and done markers left in the spool, oldest first (unreadable ones are moved aside)."""
         intents = []
-        try:
-            entries = list(os.scandir(self.path))
-        except OSError:
-            return []
+        entries = self._entries()
         for entry in sorted(entries, key=lambda entry: entry.name):
             done = entry.name.endswith(_DONE_SUFFIX)
             if entry.name.startswith(".") or not (done or entry.name.endswith(_GROUP_SUFFIX)):

@@ -1,8 +1,8 @@
 """One ClickHouse, through clickhouse-connect: a server over HTTP, or the embedded chDB store.
 
 ``Store(config)`` connects lazily (the first ``insert()``, on the exporter's thread), creates the
-schema once when ``create_schema`` is on, and inserts Native bytes (one block or several) per call with the schema's
-insert settings and the batch's ``insert_deduplication_token``. Every failure comes out as a
+schema once when ``create_schema`` is on, and inserts Native bytes (one block or several) per
+call with the schema's insert settings and the batch's ``insert_deduplication_token``. Every failure comes out as a
 ``StoreError``: one line a user can act on, and whether trying again can help. The store does
 not retry; the exporter does, in one place.
 """
